@@ -1,0 +1,854 @@
+"""The journal: one SQLite file holding the event log, subscriber cursors, dead letters and small state.
+
+It is Kafka's log-plus-consumer-offsets idea on a Pi's SD card:
+
+* ``events`` is append-only; ``seq`` (AUTOINCREMENT, never reused) is the offset every cursor points at.
+* ``subscribers`` holds each durable subscriber's cursor: the last ``seq`` it acknowledged. Cursors are flushed
+  lazily, in the next write transaction or within ``cursor_flush_interval``; losing a flush to a crash only means
+  redelivery, which sinks make harmless. Events every durable subscriber has acknowledged are deleted.
+* ``dead_letters`` keeps what could not be delivered (with the whole event) and bad input that never became an
+  event (with the raw bytes), so nothing is lost and everything can be replayed or inspected.
+* ``state`` is a small key/value table for things that must move together with events (e.g. a fixture's
+  counter is written in the same transaction as the ``asset.counters`` event that reports it).
+
+Group commit: publishers on any number of threads hand their rows to one writer thread, which drains everything
+queued into a single transaction: one fsync per batch instead of one per event. That is the whole game on an SD
+card that needs milliseconds per sync.
+
+Bounds: ``max_bytes`` counts the stored events and dead letters (body plus a per-row overhead estimate), kept in
+the ``meta`` table inside the same transactions, so several processes writing the same file (the agent and a
+``fixture-agent publish`` script) share one exact figure. When an append would pass the bound, the oldest
+*evictable* (telemetry-class) events are deleted and counted; if that is not enough, the append is refused with
+``JournalFull``: results are never dropped silently. Telemetry older than ``max_age`` is evicted too; result-class
+events past ``max_age`` are kept and reported as stale, because deleting a test result is never our call.
+
+The hot path uses the standard library's ``sqlite3`` directly; see the README for why sqlite-utils stays out of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .model import Event, encode
+
+log = logging.getLogger(__name__)
+
+#: Estimated bytes a row costs beyond its body (row header, id index entry, page slack).
+ROW_OVERHEAD = 120
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT    NOT NULL,
+    type        TEXT    NOT NULL,
+    evictable   INTEGER NOT NULL DEFAULT 0,
+    recorded_at REAL    NOT NULL,
+    body        BLOB    NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_id ON events(id);
+CREATE INDEX IF NOT EXISTS events_evictable ON events(seq) WHERE evictable = 1;
+CREATE TABLE IF NOT EXISTS subscribers (
+    name          TEXT PRIMARY KEY,
+    cursor        INTEGER NOT NULL,
+    state         TEXT,
+    last_error    TEXT,
+    registered_at REAL NOT NULL,
+    updated_at    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id        TEXT,
+    event_type      TEXT,
+    subscriber      TEXT,
+    origin          TEXT,
+    reason          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    created_at      REAL NOT NULL,
+    retry_requested INTEGER NOT NULL DEFAULT 0,
+    body            BLOB
+);
+CREATE INDEX IF NOT EXISTS dead_letters_retry ON dead_letters(subscriber) WHERE retry_requested = 1;
+CREATE TABLE IF NOT EXISTS state (
+    key        TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+
+class JournalError(Exception):
+    """The journal could not do what was asked; the message says what and why."""
+
+
+class JournalFull(JournalError):
+    """An append was refused because the journal is at ``max_bytes`` and nothing evictable is left."""
+
+
+class JournalClosed(JournalError):
+    """The journal was closed (or its writer died) before the request completed."""
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """A row of the log as a subscriber reads it: offset, type and the encoded event."""
+
+    seq: int
+    type: str
+    body: bytes
+    recorded_at: float
+
+
+@dataclass
+class DeadLetter:
+    """A dead-letter row. ``subscriber`` is None for bad input that never became an event."""
+
+    id: int
+    event_id: str | None
+    event_type: str | None
+    subscriber: str | None
+    origin: str | None
+    reason: str
+    attempts: int
+    created_at: float
+    retry_requested: bool
+    body: bytes | None
+
+    def to_dict(self, with_body: bool = False) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "body"}
+        d["created_at"] = datetime.fromtimestamp(self.created_at, timezone.utc).isoformat()
+        if with_body and self.body is not None:
+            d["body"] = self.body.decode("utf-8", "backslashreplace")
+        return d
+
+
+def type_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """``["asset.telemetry", "system.*"]`` → predicate; ``*`` alone matches everything."""
+    exact, prefixes = set(), []
+    for pat in patterns:
+        if pat.endswith("*"):
+            prefixes.append(pat[:-1])
+        else:
+            exact.add(pat)
+    pre = tuple(prefixes)
+    return lambda t: t in exact or (bool(pre) and t.startswith(pre))
+
+
+class _Request:
+    """One unit of work for the writer; the submitting thread blocks on ``lock`` until it is done."""
+
+    __slots__ = ("rows", "state", "fn", "lock", "result", "error", "nbytes", "evictable", "types")
+
+    def __init__(self, rows=None, state=None, fn=None) -> None:
+        self.rows = rows
+        self.state = state
+        self.fn = fn
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+_WAKE = object()
+_STOP = object()
+
+
+@dataclass
+class JournalStats:
+    path: str
+    events: int
+    first_seq: int | None
+    last_seq: int | None
+    used_bytes: int
+    max_bytes: int
+    file_bytes: int
+    dead_letters: int
+    subscribers: list[dict[str, Any]] = field(default_factory=list)
+    evicted: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)
+    corrupt_files: list[str] = field(default_factory=list)
+    stale_results: int = 0
+
+
+class Journal:
+    """The durable log. Thread-safe: ``append`` from any thread, readers get their own connections."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int = 512 * 1024 * 1024,
+        max_age: float = 30 * 86400.0,
+        sync: str = "full",
+        evictable_types: Sequence[str] = ("asset.telemetry",),
+        cursor_flush_interval: float = 0.2,
+        maintenance_interval: float = 2.0,
+        idle_interval: float = 30.0,
+        batch_max_rows: int = 2000,
+        busy_timeout_ms: int = 30000,
+    ) -> None:
+        if sync not in ("full", "normal"):
+            raise ValueError(f"journal sync must be 'full' or 'normal', got {sync!r}")
+        self.path = Path(path)
+        self.max_bytes = int(max_bytes)
+        self.max_age = float(max_age)
+        self.sync = sync
+        self._is_evictable = type_matcher(evictable_types)
+        self._evictable_cache: dict[str, int] = {}
+        self.cursor_flush_interval = cursor_flush_interval
+        self.maintenance_interval = maintenance_interval
+        self.idle_interval = idle_interval
+        self.batch_max_rows = batch_max_rows
+        self.busy_timeout_ms = busy_timeout_ms
+
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending_cursors: dict[str, int] = {}
+        self._pending_sub_state: dict[str, tuple[str, str | None]] = {}
+        self._dirty_since: float | None = None
+        self._pending_lock = threading.Lock()
+        self._appended = threading.Condition()
+        self._last_seq = 0
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self.commits = 0  # transactions committed by this process; benchmarks and tests read it
+        self.corrupt_file: Path | None = None
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._wconn = self._open_checked()
+        self._last_seq = self._wconn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+        self._writer = threading.Thread(target=self._writer_loop, name="journal-writer", daemon=True)
+        self._writer.start()
+
+    # ------------------------------------------------------------------------------------------------ opening
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+        conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
+        conn.execute("PRAGMA cache_size = -2048")  # 2 MB: the Pi's RAM matters more than re-reading a page
+        return conn
+
+    def _open_checked(self) -> sqlite3.Connection:
+        """Open, ``quick_check``, and move a corrupt file aside (never delete it) before starting a new one."""
+        problem = None
+        if self.path.exists() and self.path.stat().st_size > 0:
+            conn = None
+            try:
+                conn = self._connect()
+                rows = conn.execute("PRAGMA quick_check").fetchall()
+                if rows != [("ok",)]:
+                    problem = "; ".join(str(r[0]) for r in rows[:5])
+                else:
+                    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            except sqlite3.DatabaseError as e:
+                problem = str(e)
+            if problem is None:
+                self._init_schema(conn)
+                return conn
+            if conn is not None:
+                conn.close()
+            self.corrupt_file = self._move_aside(problem)
+        conn = self._connect()
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file: free pages go back
+        self._init_schema(conn)
+        if self.corrupt_file is not None:
+            conn.execute(
+                "INSERT INTO state(key, value, updated_at) VALUES (?, ?, ?)",
+                ("journal.corrupt_file", _json(str(self.corrupt_file)), time.time()),
+            )
+        return conn
+
+    def _move_aside(self, problem: str) -> Path:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                os.replace(src, Path(str(aside) + suffix))
+        _fsync_dir(self.path.parent)
+        log.critical(
+            "JOURNAL CORRUPT: %s failed its integrity check (%s). It was moved aside to %s and kept; "
+            "a new empty journal was started. Events in the old file were NOT forwarded: recover them with "
+            "the sqlite3 tool or contact support before deleting it.",
+            self.path, problem, aside,
+        )
+        return aside
+
+    def _init_schema(self, conn: sqlite3.Connection) -> None:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise JournalError(f"{self.path}: could not switch to WAL mode (got {mode!r})")
+        conn.execute("PRAGMA journal_size_limit = 8388608")
+        conn.executescript(SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('used_bytes', 0)")
+
+    # ------------------------------------------------------------------------------------------------ readers
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read connection (WAL: readers never block the writer or each other)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def read_after(self, seq: int, limit: int = 200) -> list[StoredEvent]:
+        """Up to ``limit`` events after offset ``seq``, in order. Streams: never the whole backlog."""
+        rows = self.reader().execute(
+            "SELECT seq, type, body, recorded_at FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+        ).fetchall()
+        return [StoredEvent(*r) for r in rows]
+
+    def wait_for_append(self, after_seq: int, timeout: float) -> bool:
+        """Block until this process appended past ``after_seq`` or ``timeout`` passed (other processes: poll)."""
+        with self._appended:
+            if self._last_seq > after_seq:
+                return True
+            self._appended.wait(timeout)
+            return self._last_seq > after_seq
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    # ------------------------------------------------------------------------------------------------ writing
+    def append(self, events: Sequence[Event], state: dict[str, Any] | None = None) -> None:
+        """Make ``events`` durable (and ``state`` with them, atomically). Returns once committed.
+
+        Raises ``JournalFull`` when the bound is reached and nothing evictable is left; nothing of this call is
+        then stored.
+        """
+        now = time.time()
+        rows = []
+        for ev in events:
+            t = ev.event_type
+            ev_flag = self._evictable_cache.get(t)
+            if ev_flag is None:
+                ev_flag = self._evictable_cache[t] = int(self._is_evictable(t))
+            rows.append((ev.metadata.event_id, t, ev_flag, now, encode(ev)))
+        self._submit(_Request(rows=rows, state=state))
+
+    def call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn(conn)`` inside the writer's next transaction (atomic with it) and return its result."""
+        return self._submit(_Request(fn=fn))
+
+    def _submit(self, req: _Request) -> Any:
+        if self._closed:
+            raise JournalClosed(f"journal {self.path} is closed")
+        self._queue.put(req)
+        while not req.lock.acquire(timeout=1.0):
+            if not self._writer.is_alive():
+                raise JournalClosed(f"journal writer for {self.path} stopped before the request was committed")
+        if req.error is not None:
+            raise req.error
+        return req.result
+
+    def ack(self, subscriber: str, seq: int) -> None:
+        """Record that ``subscriber`` has handled everything up to ``seq``; flushed within the flush interval."""
+        with self._pending_lock:
+            self._pending_cursors[subscriber] = seq
+            wake = self._dirty_since is None
+            if wake:
+                self._dirty_since = time.monotonic()
+        if wake:
+            self._queue.put(_WAKE)
+
+    def set_subscriber_state(self, subscriber: str, state: str, last_error: str | None = None) -> None:
+        """What ``status`` shows for a subscriber (running, retrying, circuit open …); flushed like cursors."""
+        with self._pending_lock:
+            self._pending_sub_state[subscriber] = (state, last_error)
+            wake = self._dirty_since is None
+            if wake:
+                self._dirty_since = time.monotonic()
+        if wake:
+            self._queue.put(_WAKE)
+
+    def flush(self) -> None:
+        """Commit pending cursors and subscriber states now."""
+        self.call(lambda conn: None)
+
+    # ------------------------------------------------------------------------------------------------ writer
+    def _writer_loop(self) -> None:
+        conn = self._wconn
+        last_maintenance = 0.0
+        while True:
+            with self._pending_lock:
+                dirty_since = self._dirty_since
+            if dirty_since is None:
+                timeout = self.idle_interval
+            else:
+                timeout = max(0.0, dirty_since + self.cursor_flush_interval - time.monotonic())
+            try:
+                first = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                first = None
+            if first is _WAKE:
+                continue
+            batch: list[_Request] = []
+            stop = first is _STOP
+            if first is not None and not stop:
+                batch.append(first)
+                nrows = len(first.rows or ())
+                while nrows < self.batch_max_rows:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is _WAKE:
+                        continue
+                    if nxt is _STOP:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                    nrows += len(nxt.rows or ())
+            now = time.monotonic()
+            maintain = stop or first is None or now - last_maintenance >= self.maintenance_interval
+            self._run_transaction(conn, batch, maintain)
+            if maintain:
+                last_maintenance = now
+            if stop:
+                break
+
+    def _run_transaction(self, conn: sqlite3.Connection, batch: list[_Request], maintain: bool) -> None:
+        with self._pending_lock:
+            cursors, self._pending_cursors = self._pending_cursors, {}
+            sub_states, self._pending_sub_state = self._pending_sub_state, {}
+            self._dirty_since = None
+        if not batch and not cursors and not sub_states and not maintain:
+            return
+        max_seq = None
+        for attempt in range(5):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    max_seq = self._apply(conn, batch, cursors, sub_states)
+                    if maintain:
+                        self._maintain(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                break
+            except sqlite3.OperationalError as e:
+                # "database is locked" beyond busy_timeout (another process held a long write): try again.
+                if "locked" in str(e) and attempt < 4:
+                    for r in batch:
+                        r.error = None
+                    continue
+                self._fail(batch, JournalError(f"journal {self.path}: write failed: {e}"))
+                return
+            except Exception as e:  # noqa: BLE001 - the publishers must hear about any failure
+                self._fail(batch, e if isinstance(e, JournalError) else JournalError(f"journal {self.path}: {e!r}"))
+                return
+        self.commits += 1
+        if max_seq is not None:
+            with self._appended:
+                self._last_seq = max(self._last_seq, max_seq)
+                self._appended.notify_all()
+        for r in batch:
+            r.lock.release()
+
+    @staticmethod
+    def _fail(batch: list[_Request], error: BaseException) -> None:
+        for r in batch:
+            r.error = r.error or error
+            r.lock.release()
+
+    def _apply(self, conn, batch, cursors, sub_states) -> int | None:
+        now = time.time()
+        used = conn.execute("SELECT value FROM meta WHERE key = 'used_bytes'").fetchone()[0]
+        rows: list[tuple] = []
+        states: list[tuple] = []
+        evicted_bytes = 0
+        for r in batch:
+            if r.rows is not None:
+                need = sum(len(row[4]) + ROW_OVERHEAD for row in r.rows)
+                if used + need > self.max_bytes:
+                    freed = self._evict(conn, used + need - self.max_bytes, "max_bytes")
+                    used -= freed
+                    evicted_bytes += freed
+                    if used + need > self.max_bytes:
+                        types = sorted({row[1] for row in r.rows})
+                        r.error = JournalFull(
+                            f"journal {self.path} is full ({used / 1e6:.1f} MB of {self.max_bytes / 1e6:.1f} MB used "
+                            f"by undelivered events that must not be dropped); refused {len(r.rows)} event(s) of "
+                            f"type {', '.join(types)}. Restore the uplinks or raise journal.max_bytes."
+                        )
+                        for t in types:
+                            _bump(conn, f"refused:{t}", sum(1 for row in r.rows if row[1] == t))
+                        continue
+                used += need
+                rows.extend(r.rows)
+                if r.state:
+                    states.extend((k, _json(v), now) for k, v in r.state.items())
+            elif r.fn is not None:
+                conn.execute("SAVEPOINT call")
+                try:
+                    r.result = r.fn(conn)
+                    conn.execute("RELEASE call")
+                except Exception as e:  # noqa: BLE001 - handed to the caller
+                    conn.execute("ROLLBACK TO call")
+                    conn.execute("RELEASE call")
+                    r.error = e
+        max_seq = None
+        if rows:
+            conn.executemany(
+                "INSERT OR IGNORE INTO events(id, type, evictable, recorded_at, body) VALUES (?, ?, ?, ?, ?)", rows
+            )
+            max_seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()[0]
+            conn.execute(
+                "UPDATE meta SET value = value + ? WHERE key = 'used_bytes'",
+                (sum(len(row[4]) + ROW_OVERHEAD for row in rows),),
+            )
+        if states:
+            conn.executemany(
+                "INSERT INTO state(key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                states,
+            )
+        for name, seq in cursors.items():
+            conn.execute(
+                "UPDATE subscribers SET cursor = MAX(cursor, ?), updated_at = ? WHERE name = ?", (seq, now, name)
+            )
+        for name, (st, err) in sub_states.items():
+            conn.execute(
+                "UPDATE subscribers SET state = ?, last_error = ?, updated_at = ? WHERE name = ?",
+                (st, err, now, name),
+            )
+        return max_seq
+
+    def _evict(self, conn: sqlite3.Connection, need: int, reason: str, older_than: float | None = None) -> int:
+        """Delete the oldest evictable events until ``need`` bytes are freed; count them per type and reason."""
+        freed = 0
+        while freed < need:
+            if older_than is None:
+                victims = conn.execute(
+                    "SELECT seq, type, length(body) FROM events WHERE evictable = 1 ORDER BY seq LIMIT 500"
+                ).fetchall()
+            else:
+                victims = conn.execute(
+                    "SELECT seq, type, length(body) FROM events WHERE evictable = 1 AND recorded_at < ? "
+                    "ORDER BY seq LIMIT 500",
+                    (older_than,),
+                ).fetchall()
+            if not victims:
+                break
+            take, counts = [], {}
+            for seq, t, n in victims:
+                take.append((seq,))
+                counts[t] = counts.get(t, 0) + 1
+                freed += n + ROW_OVERHEAD
+                if freed >= need:
+                    break
+            conn.executemany("DELETE FROM events WHERE seq = ?", take)
+            for t, n in counts.items():
+                _bump(conn, f"evicted:{reason}:{t}", n)
+        if freed:
+            conn.execute("UPDATE meta SET value = MAX(0, value - ?) WHERE key = 'used_bytes'", (freed,))
+        return freed
+
+    def _maintain(self, conn: sqlite3.Connection) -> None:
+        """Delete what every durable subscriber acknowledged, expire old telemetry, give back free pages."""
+        row = conn.execute("SELECT MIN(cursor), COUNT(*) FROM subscribers").fetchone()
+        if row[1]:
+            horizon = row[0]
+            done = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(length(body)), 0), MAX(seq) FROM "
+                "(SELECT seq, body FROM events WHERE seq <= ? ORDER BY seq LIMIT 5000)",
+                (horizon,),
+            ).fetchone()
+            if done[0]:
+                conn.execute("DELETE FROM events WHERE seq <= ?", (done[2],))
+                conn.execute(
+                    "UPDATE meta SET value = MAX(0, value - ?) WHERE key = 'used_bytes'",
+                    (done[1] + done[0] * ROW_OVERHEAD,),
+                )
+        if self.max_age > 0:
+            self._evict(conn, 1 << 62, "max_age", older_than=time.time() - self.max_age)
+        free, total = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("freelist_count", "page_count"))
+        if free > 256 and free > total // 4:
+            conn.execute("PRAGMA incremental_vacuum(256)").fetchall()
+
+    # ------------------------------------------------------------------------------------------- subscribers
+    def register_subscriber(self, name: str, start: str = "earliest") -> int:
+        """Create a durable cursor (or return the existing one). A new one starts at the oldest retained event
+        (``earliest``) so a sink added to a running fixture receives the backlog, or at the end (``latest``)."""
+
+        def fn(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT cursor FROM subscribers WHERE name = ?", (name,)).fetchone()
+            if row:
+                return row[0]
+            if start == "latest":
+                cursor = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            else:
+                cursor = conn.execute("SELECT COALESCE(MIN(seq) - 1, 0) FROM events").fetchone()[0]
+                if cursor == 0:
+                    cursor = conn.execute(
+                        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)"
+                    ).fetchone()[0]
+            now = time.time()
+            conn.execute(
+                "INSERT INTO subscribers(name, cursor, state, registered_at, updated_at) VALUES (?, ?, 'registered', ?, ?)",
+                (name, cursor, now, now),
+            )
+            return cursor
+
+        return self.call(fn)
+
+    def drop_subscriber(self, name: str) -> bool:
+        """Forget a durable subscriber: its backlog no longer holds events in the journal."""
+        return self.call(lambda conn: conn.execute("DELETE FROM subscribers WHERE name = ?", (name,)).rowcount > 0)
+
+    def cursor(self, name: str) -> int | None:
+        row = self.reader().execute("SELECT cursor FROM subscribers WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    # ------------------------------------------------------------------------------------------ dead letters
+    def dead_letter(
+        self,
+        *,
+        reason: str,
+        event: Event | None = None,
+        subscriber: str | None = None,
+        origin: str | None = None,
+        raw: bytes | None = None,
+        attempts: int = 0,
+    ) -> int:
+        """Keep an undeliverable event (for ``subscriber``) or bad input (``raw`` from ``origin``). Durable on return."""
+        body = encode(event) if event is not None else raw
+        row = (
+            event.metadata.event_id if event else None,
+            event.event_type if event else None,
+            subscriber,
+            origin or (event.source if event else None),
+            reason[:4000],
+            attempts,
+            time.time(),
+            body,
+        )
+
+        def fn(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO dead_letters(event_id, event_type, subscriber, origin, reason, attempts, created_at, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            conn.execute(
+                "UPDATE meta SET value = value + ? WHERE key = 'used_bytes'", (len(body or b"") + ROW_OVERHEAD,)
+            )
+            return cur.lastrowid
+
+        return self.call(fn)
+
+    def dead_letters(
+        self, limit: int | None = None, subscriber: str | None = None, event_type: str | None = None,
+        ids: Sequence[int] | None = None,
+    ) -> list[DeadLetter]:
+        sql, args = "SELECT * FROM dead_letters WHERE 1=1", []
+        if subscriber is not None:
+            sql += " AND subscriber = ?"
+            args.append(subscriber)
+        if event_type is not None:
+            sql += " AND event_type = ?"
+            args.append(event_type)
+        if ids:
+            sql += f" AND id IN ({','.join('?' * len(ids))})"
+            args.extend(ids)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [DeadLetter(*r[:8], bool(r[8]), r[9]) for r in self.reader().execute(sql, args)]
+
+    def request_retry(self, ids: Sequence[int] | None = None) -> tuple[list[int], list[str]]:
+        """Mark dead letters for redelivery to their subscriber. Returns (marked ids, reasons others were not)."""
+
+        def fn(conn: sqlite3.Connection):
+            sql = "SELECT id, subscriber, body FROM dead_letters"
+            rows = conn.execute(sql + (f" WHERE id IN ({','.join('?' * len(ids))})" if ids else ""), ids or ()).fetchall()
+            found = {r[0] for r in rows}
+            marked, skipped = [], [f"#{i}: no such dead letter" for i in (ids or ()) if i not in found]
+            for i, sub, body in rows:
+                if sub is None:
+                    skipped.append(f"#{i}: bad input from a source is kept for inspection; it has no subscriber to retry")
+                    continue
+                conn.execute("UPDATE dead_letters SET retry_requested = 1 WHERE id = ?", (i,))
+                marked.append(i)
+            return marked, skipped
+
+        return self.call(fn)
+
+    def retries_for(self, subscriber: str, limit: int = 50) -> list[DeadLetter]:
+        rows = self.reader().execute(
+            "SELECT * FROM dead_letters WHERE subscriber = ? AND retry_requested = 1 ORDER BY id LIMIT ?",
+            (subscriber, limit),
+        ).fetchall()
+        return [DeadLetter(*r[:8], bool(r[8]), r[9]) for r in rows]
+
+    def drop_dead_letters(self, ids: Sequence[int] | None = None) -> int:
+        """Delete dead letters (all of them when ``ids`` is None). Returns how many."""
+
+        def fn(conn: sqlite3.Connection) -> int:
+            where = f" WHERE id IN ({','.join('?' * len(ids))})" if ids else ""
+            size = conn.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM dead_letters{where}", ids or ()
+            ).fetchone()
+            conn.execute(f"DELETE FROM dead_letters{where}", ids or ())
+            conn.execute(
+                "UPDATE meta SET value = MAX(0, value - ?) WHERE key = 'used_bytes'", (size[1] + size[0] * ROW_OVERHEAD,)
+            )
+            return size[0]
+
+        return self.call(fn)
+
+    def redelivered(self, dead_letter_id: int, ok: bool, reason: str | None = None, attempts: int = 0) -> None:
+        """The outcome of a requested retry: delete the dead letter, or keep it with the new reason."""
+        if ok:
+            self.drop_dead_letters([dead_letter_id])
+        else:
+            self.call(
+                lambda conn: conn.execute(
+                    "UPDATE dead_letters SET retry_requested = 0, reason = ?, attempts = attempts + ? WHERE id = ?",
+                    ((reason or "")[:4000], attempts, dead_letter_id),
+                )
+            )
+
+    # ------------------------------------------------------------------------------------------------ state
+    def get_state(self, key: str, default: Any = None) -> Any:
+        row = self.reader().execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return default if row is None else msgspec.json.decode(row[0])
+
+    def set_state(self, key: str, value: Any) -> None:
+        v = _json(value)
+        self.call(
+            lambda conn: conn.execute(
+                "INSERT INTO state(key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (key, v, time.time()),
+            )
+        )
+
+    # ------------------------------------------------------------------------------------------------ stats
+    def stats(self) -> JournalStats:
+        return read_stats(self.reader(), self.path, self.max_bytes, self.max_age)
+
+    # ------------------------------------------------------------------------------------------------ closing
+    def close(self) -> None:
+        """Flush cursors, commit what is queued, and close every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._writer.join()
+        try:
+            self._wconn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass
+        self._wconn.close()
+        with self._readers_lock:
+            for c in self._readers:
+                try:
+                    c.close()
+                except sqlite3.Error:
+                    pass
+            self._readers.clear()
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def _bump(conn: sqlite3.Connection, key: str, n: int) -> None:
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+        (key, n),
+    )
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_stats(conn: sqlite3.Connection, path: Path, max_bytes: int, max_age: float = 0.0) -> JournalStats:
+    """Everything ``status`` and ``/metrics`` report, from one read connection (works while the agent runs)."""
+    now = time.time()
+    n, first, last = conn.execute("SELECT COUNT(*), MIN(seq), MAX(seq) FROM events").fetchone()
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    file_bytes = sum(
+        os.path.getsize(str(path) + s) for s in ("", "-wal") if os.path.exists(str(path) + s)
+    )
+    dead = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+    subs = []
+    for name, cursor, state, last_error, updated_at in conn.execute(
+        "SELECT name, cursor, state, last_error, updated_at FROM subscribers ORDER BY name"
+    ).fetchall():
+        backlog = conn.execute("SELECT COUNT(*) FROM events WHERE seq > ?", (cursor,)).fetchone()[0]
+        oldest = conn.execute(
+            "SELECT recorded_at FROM events WHERE seq > ? ORDER BY seq LIMIT 1", (cursor,)
+        ).fetchone()
+        dl = conn.execute("SELECT COUNT(*) FROM dead_letters WHERE subscriber = ?", (name,)).fetchone()[0]
+        subs.append(
+            {
+                "name": name,
+                "cursor": cursor,
+                "backlog": backlog,
+                "oldest_unacked_age_s": round(now - oldest[0], 3) if oldest else 0.0,
+                "state": state,
+                "last_error": last_error,
+                "dead_letters": dl,
+                "updated_at": datetime.fromtimestamp(updated_at, timezone.utc).isoformat(),
+            }
+        )
+    stale = 0
+    if max_age > 0:
+        stale = conn.execute(
+            "SELECT COUNT(*) FROM events WHERE evictable = 0 AND recorded_at < ?", (now - max_age,)
+        ).fetchone()[0]
+    corrupt = [r[0] for r in conn.execute("SELECT value FROM state WHERE key = 'journal.corrupt_file'")]
+    return JournalStats(
+        path=str(path),
+        events=n,
+        first_seq=first,
+        last_seq=last,
+        used_bytes=int(meta.get("used_bytes", 0)),
+        max_bytes=max_bytes,
+        file_bytes=file_bytes,
+        dead_letters=dead,
+        subscribers=subs,
+        evicted={k.split(":", 1)[1]: v for k, v in meta.items() if k.startswith("evicted:")},
+        refused={k.split(":", 1)[1]: v for k, v in meta.items() if k.startswith("refused:")},
+        corrupt_files=[msgspec.json.decode(c) for c in corrupt],
+        stale_results=stale,
+    )

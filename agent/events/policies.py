@@ -1,0 +1,377 @@
+"""Retry, circuit breaker and dead letters: what happens when a handler fails.
+
+Unlike the pyWATS originals (see ``reference/wats-api.md`` §8.4) every class here is used by the running bus:
+the subscriber loop asks its ``ErrorPolicy`` after each failure, which consults the ``RetryPolicy`` (and sleeps
+its backoff for that subscriber alone), feeds the ``CircuitBreaker`` (which pauses that subscriber alone), and
+writes exhausted or permanent failures to the journal's dead-letter table through ``DeadLetterQueue``.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .backoff import backoff_delay
+from .model import Event, EventValidationError, decode
+
+if TYPE_CHECKING:
+    from .journal import Journal
+
+
+class PermanentError(Exception):
+    """Raise from a handler when retrying cannot help (a 400 from the server, a payload it cannot map)."""
+
+
+class TransientError(Exception):
+    """Raise from a handler when the failure is the outside world's (network, 5xx) and a retry may succeed."""
+
+
+# ------------------------------------------------------------------------------------------------------ retry
+@dataclass
+class RetryConfig:
+    """``max_retries=None`` retries for ever (what a WATS uplink wants: an outage must not cost a result)."""
+
+    max_retries: int | None = 3
+    initial_delay: float = 1.0
+    max_delay: float = 60.0
+    exponential_base: float = 2.0
+    jitter: bool = True
+    jitter_factor: float = 0.1
+
+
+class RetryPolicy:
+    """Decides whether a failed delivery is tried again and after how long.
+
+    ``event.metadata.retry_count`` is the number of attempts that already failed; the bus hands the handler
+    ``event.with_retry()`` on each new attempt so the handler can see it too.
+    """
+
+    def __init__(self, config: RetryConfig | None = None, **kwargs: Any) -> None:
+        self._config = config or RetryConfig(**kwargs)
+        self._retry_on: tuple[type[BaseException], ...] = ()
+        self._no_retry_on: tuple[type[BaseException], ...] = (PermanentError, EventValidationError)
+        self._predicates: list[Callable[[Event, BaseException], bool]] = []
+
+    @property
+    def config(self) -> RetryConfig:
+        return self._config
+
+    @property
+    def max_retries(self) -> int | None:
+        return self._config.max_retries
+
+    def retry_on(self, *exceptions: type[BaseException]) -> "RetryPolicy":
+        """Only these exception types are retried (all others go to the dead-letter table at once)."""
+        self._retry_on = self._retry_on + exceptions
+        return self
+
+    def no_retry_on(self, *exceptions: type[BaseException]) -> "RetryPolicy":
+        """These exception types are permanent failures: dead-lettered without a retry."""
+        self._no_retry_on = self._no_retry_on + exceptions
+        return self
+
+    def add_predicate(self, predicate: Callable[[Event, BaseException], bool]) -> "RetryPolicy":
+        """An extra veto: a retry happens only if every predicate returns True."""
+        self._predicates.append(predicate)
+        return self
+
+    def is_retryable(self, error: BaseException) -> bool:
+        if isinstance(error, TransientError):
+            return True
+        if isinstance(error, self._no_retry_on):
+            return False
+        return not self._retry_on or isinstance(error, self._retry_on)
+
+    def should_retry(self, event: Event, error: BaseException) -> bool:
+        if not self.is_retryable(error):
+            return False
+        limit = self._config.max_retries
+        if limit is not None and event.metadata.retry_count >= limit:
+            return False
+        return all(p(event, error) for p in self._predicates)
+
+    def get_delay(self, event: Event) -> float:
+        c = self._config
+        return backoff_delay(
+            event.metadata.retry_count + 1,
+            initial=c.initial_delay,
+            maximum=c.max_delay,
+            base=c.exponential_base,
+            jitter=c.jitter_factor if c.jitter else 0.0,
+        )
+
+    def wait_sync(self, event: Event, stop: threading.Event | None = None) -> bool:
+        """Sleep this event's backoff; returns True if ``stop`` was set meanwhile."""
+        delay = self.get_delay(event)
+        if stop is None:
+            time.sleep(delay)
+            return False
+        return stop.wait(delay)
+
+
+class NoRetryPolicy(RetryPolicy):
+    """Every failure goes straight to the dead-letter table."""
+
+    def should_retry(self, event: Event, error: BaseException) -> bool:
+        return False
+
+
+class ImmediateRetryPolicy(RetryPolicy):
+    """Retries without waiting (for in-process handlers whose failures are races, not outages)."""
+
+    def get_delay(self, event: Event) -> float:
+        return 0.0
+
+
+# ---------------------------------------------------------------------------------------------- circuit breaker
+class CircuitState(str, enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    """Stops one subscriber from hammering a dead sink: after ``failure_threshold`` consecutive failures it
+    opens (the subscriber waits), after ``reset_timeout`` it lets one probe through (half-open), and after
+    ``success_threshold`` successful probes it closes again."""
+
+    def __init__(
+        self,
+        failure_threshold: int = 5,
+        reset_timeout: float = 30.0,
+        success_threshold: int = 1,
+        half_open_max_calls: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.failure_threshold = failure_threshold
+        self.reset_timeout = reset_timeout
+        self.success_threshold = success_threshold
+        self.half_open_max_calls = half_open_max_calls
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._state = CircuitState.CLOSED
+            self._failures = 0
+            self._successes = 0
+            self._opened_at = 0.0
+            self._half_open_calls = 0
+        self.times_opened = getattr(self, "times_opened", 0)
+
+    def _refresh(self) -> None:
+        if self._state is CircuitState.OPEN and self._clock() - self._opened_at >= self.reset_timeout:
+            self._state = CircuitState.HALF_OPEN
+            self._half_open_calls = 0
+            self._successes = 0
+
+    @property
+    def state(self) -> CircuitState:
+        with self._lock:
+            self._refresh()
+            return self._state
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state is CircuitState.CLOSED
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is CircuitState.OPEN
+
+    def time_until_probe(self) -> float:
+        with self._lock:
+            self._refresh()
+            if self._state is not CircuitState.OPEN:
+                return 0.0
+            return max(0.0, self._opened_at + self.reset_timeout - self._clock())
+
+    def can_proceed(self) -> bool:
+        with self._lock:
+            self._refresh()
+            if self._state is CircuitState.CLOSED:
+                return True
+            if self._state is CircuitState.HALF_OPEN and self._half_open_calls < self.half_open_max_calls:
+                self._half_open_calls += 1
+                return True
+            return False
+
+    def record_success(self) -> None:
+        with self._lock:
+            if self._state is CircuitState.HALF_OPEN:
+                self._successes += 1
+                self._half_open_calls = max(0, self._half_open_calls - 1)
+                if self._successes >= self.success_threshold:
+                    self._state = CircuitState.CLOSED
+                    self._failures = 0
+            else:
+                self._failures = 0
+
+    def record_failure(self) -> None:
+        with self._lock:
+            self._refresh()
+            self._failures += 1
+            if self._state is CircuitState.HALF_OPEN or self._failures >= self.failure_threshold:
+                if self._state is not CircuitState.OPEN:
+                    self.times_opened += 1
+                self._state = CircuitState.OPEN
+                self._opened_at = self._clock()
+                self._half_open_calls = 0
+
+
+# ------------------------------------------------------------------------------------------------ dead letters
+@dataclass
+class DeadLetterEntry:
+    """A dead letter as the Python API shows it; the row lives in the journal's ``dead_letters`` table."""
+
+    id: int
+    event: Event | None
+    error: str
+    timestamp: datetime
+    handler_name: str | None = None
+    retry_count: int = 0
+    origin: str | None = None
+    raw: bytes | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "event": self.event.to_dict() if self.event else None,
+            "error": self.error,
+            "timestamp": self.timestamp.isoformat(),
+            "handler_name": self.handler_name,
+            "retry_count": self.retry_count,
+            "origin": self.origin,
+        }
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class DeadLetterQueue:
+    """The seed's DLQ API over the journal's dead-letter table: durable, locked by SQLite, never silently
+    truncated (the pyWATS one was an in-memory ``deque(maxlen)``)."""
+
+    def __init__(self, journal: "Journal") -> None:
+        self._journal = journal
+
+    @staticmethod
+    def _entry(row) -> DeadLetterEntry:
+        event = None
+        if row.subscriber is not None and row.body is not None:
+            try:
+                event = decode(row.body)
+            except EventValidationError:
+                event = None
+        return DeadLetterEntry(
+            id=row.id,
+            event=event,
+            error=row.reason,
+            timestamp=datetime.fromtimestamp(row.created_at, timezone.utc),
+            handler_name=row.subscriber,
+            retry_count=row.attempts,
+            origin=row.origin,
+            raw=None if event is not None else row.body,
+        )
+
+    def add(self, event: Event, error: BaseException | str, handler_name: str | None = None,
+            attempts: int | None = None) -> DeadLetterEntry:
+        reason = error if isinstance(error, str) else _describe(error)
+        n = event.metadata.retry_count + 1 if attempts is None else attempts
+        dl_id = self._journal.dead_letter(reason=reason, event=event, subscriber=handler_name, attempts=n)
+        return DeadLetterEntry(dl_id, event, reason, datetime.now(timezone.utc), handler_name, n, event.source)
+
+    def add_bad_input(self, origin: str, raw: bytes, reason: str) -> int:
+        """Bad input from a source (garbled line, malformed JSON): kept with its raw bytes, never an event."""
+        return self._journal.dead_letter(reason=reason, origin=origin, raw=raw)
+
+    @property
+    def size(self) -> int:
+        return self._journal.reader().execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+
+    @property
+    def is_empty(self) -> bool:
+        return self.size == 0
+
+    def get_entries(self, limit: int | None = None, event_type: str | None = None) -> list[DeadLetterEntry]:
+        return [self._entry(r) for r in self._journal.dead_letters(limit=limit, event_type=event_type)]
+
+    def peek(self) -> DeadLetterEntry | None:
+        rows = self._journal.dead_letters(limit=1)
+        return self._entry(rows[0]) if rows else None
+
+    def pop(self) -> DeadLetterEntry | None:
+        entry = self.peek()
+        if entry is not None:
+            self._journal.drop_dead_letters([entry.id])
+        return entry
+
+    def clear(self) -> int:
+        return self._journal.drop_dead_letters(None)
+
+
+# ------------------------------------------------------------------------------------------------ error policy
+@dataclass(frozen=True)
+class FailureDecision:
+    """What the subscriber loop does next: wait ``delay`` and retry, or move on (the event was dead-lettered)."""
+
+    retry: bool
+    delay: float = 0.0
+    entry: DeadLetterEntry | None = None
+
+
+class ErrorPolicy:
+    """One subscriber's failure handling: retry policy + circuit breaker + dead-letter queue, decided in one place."""
+
+    def __init__(
+        self,
+        retry_policy: RetryPolicy | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
+        dead_letter_queue: DeadLetterQueue | None = None,
+    ) -> None:
+        self.retry_policy = retry_policy or RetryPolicy()
+        self._breaker = circuit_breaker or CircuitBreaker()
+        self._dlq = dead_letter_queue
+        self._callbacks: list[Callable[[DeadLetterEntry], None]] = []
+
+    @property
+    def circuit_breaker(self) -> CircuitBreaker:
+        return self._breaker
+
+    @property
+    def dead_letter_queue(self) -> DeadLetterQueue | None:
+        return self._dlq
+
+    def bind(self, dlq: DeadLetterQueue) -> None:
+        if self._dlq is None:
+            self._dlq = dlq
+
+    def can_process(self) -> bool:
+        return self._breaker.can_proceed()
+
+    def record_success(self) -> None:
+        self._breaker.record_success()
+
+    def on_failure(self, callback: Callable[[DeadLetterEntry], None]) -> None:
+        """Called with each new dead letter (the bus turns this into ``system.dead_letter`` logging and metrics)."""
+        self._callbacks.append(callback)
+
+    def handle_failure(self, event: Event, error: BaseException, handler_name: str | None = None) -> FailureDecision:
+        """``event.metadata.retry_count`` = attempts that failed before this one."""
+        self._breaker.record_failure()
+        if self.retry_policy.should_retry(event, error):
+            return FailureDecision(retry=True, delay=self.retry_policy.get_delay(event))
+        if self._dlq is None:
+            raise RuntimeError("ErrorPolicy has no dead-letter queue bound; register it on a bus first")
+        entry = self._dlq.add(event, error, handler_name)
+        for cb in self._callbacks:
+            cb(entry)
+        return FailureDecision(retry=False, entry=entry)
