@@ -1,0 +1,425 @@
+"""``fixture-agent``: run the agent, and look into (or feed) its journal from a shell.
+
+``status``, ``events`` and ``dlq list`` read the journal file directly (WAL lets readers in while the agent
+writes), so there is no IPC server to keep alive. ``publish`` prints each event id only after the event is
+durable: a script can trust every id it saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import select
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import Config, ConfigError, load_config
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _out(args: argparse.Namespace, doc: Any, text: str) -> None:
+    print(json.dumps(doc, indent=2, default=str) if getattr(args, "json", False) else text)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def _journal(cfg: Config):
+    from .events.journal import Journal
+
+    return Journal(cfg.journal_path, max_bytes=cfg.journal.max_bytes, max_age=cfg.journal.max_age,
+                   sync=cfg.journal.sync, evictable_types=cfg.journal.evictable_types)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# ---------------------------------------------------------------------------------------------------- commands
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runtime import Agent, AgentAlreadyRunning
+
+    cfg = _config(args)
+    _setup_logging(args.log_level or cfg.agent.log_level)
+    try:
+        return Agent(cfg).run(duration=args.for_seconds)
+    except AgentAlreadyRunning as e:
+        print(f"fixture-agent: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _agent_pid(cfg: Config) -> int | None:
+    import fcntl
+
+    lock = cfg.data_dir / "agent.lock"
+    if not lock.exists():
+        return None
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None  # nobody holds it
+    except BlockingIOError:
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return int(pid) if pid.isdigit() else -1
+    finally:
+        os.close(fd)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .runtime import journal_stats_readonly
+
+    cfg = _config(args)
+    stats = journal_stats_readonly(cfg)
+    pid = _agent_pid(cfg)
+    if stats is None:
+        doc = {"station": cfg.agent.station, "agent_pid": pid, "journal": None}
+        _out(args, doc, f"station {cfg.agent.station}: no journal yet at {cfg.journal_path}")
+        return EXIT_OK
+    doc = {
+        "station": cfg.agent.station,
+        "agent_running": pid is not None,
+        "agent_pid": pid,
+        "journal": {
+            "path": stats.path, "events": stats.events, "used_bytes": stats.used_bytes,
+            "max_bytes": stats.max_bytes, "file_bytes": stats.file_bytes, "first_seq": stats.first_seq,
+            "last_seq": stats.last_seq, "evicted": stats.evicted, "refused": stats.refused,
+            "stale_results": stats.stale_results, "corrupt_files": stats.corrupt_files,
+        },
+        "subscribers": stats.subscribers,
+        "dead_letters": stats.dead_letters,
+    }
+    lines = [
+        f"station      {cfg.agent.station}  (agent {'running, pid ' + str(pid) if pid else 'not running'})",
+        f"journal      {stats.path}",
+        f"             {stats.events} events, {stats.used_bytes / 1e6:.2f} MB of {stats.max_bytes / 1e6:.0f} MB "
+        f"({stats.file_bytes / 1e6:.2f} MB on disk)",
+    ]
+    if stats.corrupt_files:
+        lines.append(f"  !! JOURNAL WAS CORRUPT and moved aside: {', '.join(stats.corrupt_files)}")
+    if stats.evicted:
+        lines.append("  evicted    " + ", ".join(f"{k}={v}" for k, v in sorted(stats.evicted.items())))
+    if stats.refused:
+        lines.append("  !! refused " + ", ".join(f"{k}={v}" for k, v in sorted(stats.refused.items())))
+    if stats.stale_results:
+        lines.append(f"  !! {stats.stale_results} undelivered results are older than journal.max_age")
+    lines.append(f"dead letters {stats.dead_letters}" + ("  (fixture-agent dlq list)" if stats.dead_letters else ""))
+    lines.append("subscribers")
+    if not stats.subscribers:
+        lines.append("  (none)")
+    for s in stats.subscribers:
+        lines.append(f"  {s['name']:<16} {s['state'] or '-':<13} backlog {s['backlog']:<8} "
+                     f"oldest {_age(s['oldest_unacked_age_s']):<6} dead letters {s['dead_letters']}")
+        if s["last_error"]:
+            lines.append(f"  {'':<16} last: {s['last_error']}")
+    _out(args, doc, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    import sqlite_utils
+
+    cfg = _config(args)
+    if not cfg.journal_path.exists():
+        _out(args, [], f"no journal yet at {cfg.journal_path}")
+        return EXIT_OK
+    db = sqlite_utils.Database(_ro_conn(cfg.journal_path))
+    where, params = "", []
+    if args.type:
+        where = "WHERE type = ?"
+        params.append(args.type)
+    rows = list(db.query(
+        f"SELECT * FROM (SELECT seq, id, type, recorded_at, body FROM events {where} ORDER BY seq DESC LIMIT ?) "
+        "ORDER BY seq", [*params, args.limit]))
+    if args.json:
+        print(json.dumps([{"seq": r["seq"], **json.loads(r["body"])} for r in rows], indent=2))
+        return EXIT_OK
+    for r in rows:
+        ev = json.loads(r["body"])
+        when = ev["metadata"].get("timestamp", "")
+        summary = _summary(ev["payload"])
+        print(f"{r['seq']:>8}  {when[:23]:<23}  {r['type']:<22} {ev['metadata'].get('source', ''):<10} "
+              f"{r['id']}  {summary}")
+    if not rows:
+        print("(no events)")
+    return EXIT_OK
+
+
+def _ro_conn(path: Path):
+    import sqlite3
+
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+
+
+def _summary(p: dict[str, Any]) -> str:
+    keys = ("unit_id", "result", "asset_id", "running_count", "total_count", "new_state", "fault_code")
+    return " ".join(f"{k}={p[k]}" for k in keys if k in p)[:80]
+
+
+def _parse_line(line: bytes, where: str, default_source: str):
+    """One ``publish --stdin`` line → Event, or raise ValueError naming the line and the field."""
+    from .events.model import Event, EventValidationError
+
+    try:
+        doc = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{where}: not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{where}: expected a JSON object with \"type\" and \"payload\"")
+    unknown = set(doc) - {"type", "payload", "source", "occurred_at", "correlation_id"}
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    if not isinstance(doc.get("type"), str):
+        raise ValueError(f"{where}: \"type\" is required and must be a string")
+    occurred = doc.get("occurred_at")
+    try:
+        if occurred is not None:
+            occurred = datetime.fromisoformat(str(occurred).replace("Z", "+00:00"))
+            if occurred.tzinfo is None:
+                raise ValueError("occurred_at must include a UTC offset")
+        return Event.create(doc["type"], doc.get("payload") or {}, source=doc.get("source") or default_source,
+                            correlation_id=doc.get("correlation_id"), occurred_at=occurred)
+    except (EventValidationError, ValueError, TypeError) as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from .events.bus import EventBus
+    from .events.chain import EnrichmentMiddleware, HandlerChain, ValidationMiddleware
+    from .events.journal import JournalError
+
+    cfg = _config(args)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    journal = _journal(cfg)
+    station = {"station": cfg.agent.station, "location": cfg.agent.location, "purpose": cfg.agent.purpose}
+    bus = EventBus(journal, chain=HandlerChain([ValidationMiddleware(),
+                                                EnrichmentMiddleware({k: v for k, v in station.items() if v})]))
+    source = args.source or "cli"
+    bad = 0
+    try:
+        if not args.stdin:
+            if not args.type:
+                print("fixture-agent publish: give --type and --payload, or --stdin", file=sys.stderr)
+                return EXIT_USAGE
+            line = json.dumps({"type": args.type, "payload": json.loads(args.payload or "{}")}).encode()
+            try:
+                event = _parse_line(line, "--payload", source)
+            except ValueError as e:
+                print(f"fixture-agent publish: {e}", file=sys.stderr)
+                return EXIT_ERROR
+            bus.publish(event)
+            print(event.id, flush=True)
+            return EXIT_OK
+        for batch in _stdin_batches(sys.stdin.buffer.fileno()):
+            events = []
+            for lineno, raw in batch:
+                try:
+                    events.append(_parse_line(raw, f"stdin line {lineno}", source))
+                except ValueError as e:
+                    bad += 1
+                    print(f"fixture-agent publish: {e}", file=sys.stderr)
+                    bus.dead_letters.add_bad_input(f"cli:stdin line {lineno}", raw, str(e))
+            if events:
+                bus.publish_many(events)  # one transaction, one fsync for the whole batch
+                sys.stdout.write("".join(f"{e.id}\n" for e in events))
+                sys.stdout.flush()
+    except JournalError as e:
+        print(f"fixture-agent publish: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return EXIT_ERROR
+    finally:
+        journal.close()
+    return EXIT_ERROR if bad else EXIT_OK
+
+
+def _stdin_batches(fd: int, max_lines: int = 1000):
+    """Yield lists of (line number, bytes): every complete line already available, so a fast producer gets
+    group commit and a slow one (a line now and then) gets each line committed as soon as it arrives."""
+    buf = b""
+    lineno = 0
+    eof = False
+    while not eof:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            eof = True
+        buf += chunk
+        # Take whatever else is already waiting, without blocking.
+        while not eof and len(buf) < 4 << 20 and select.select([fd], [], [], 0)[0]:
+            more = os.read(fd, 65536)
+            if not more:
+                eof = True
+                break
+            buf += more
+        *lines, buf = buf.split(b"\n")
+        if eof and buf:
+            lines.append(buf)
+            buf = b""
+        batch = []
+        for raw in lines:
+            lineno += 1
+            if raw.strip():
+                batch.append((lineno, raw))
+            if len(batch) >= max_lines:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if not cfg.journal_path.exists():
+        _out(args, [], f"no journal yet at {cfg.journal_path}")
+        return EXIT_OK
+    ids = [int(i) for i in args.ids] if getattr(args, "ids", None) else None
+    journal = _journal(cfg)
+    try:
+        if args.action == "list":
+            rows = journal.dead_letters(limit=args.limit, ids=ids)
+            if args.json:
+                print(json.dumps([r.to_dict(with_body=args.body) for r in rows], indent=2))
+                return EXIT_OK
+            for r in rows:
+                when = datetime.fromtimestamp(r.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+                who = f"for {r.subscriber}" if r.subscriber else f"bad input from {r.origin}"
+                mark = " [retry requested]" if r.retry_requested else ""
+                print(f"#{r.id:<6} {when}  {r.event_type or '-':<20} {who}{mark}\n        {r.reason}")
+                if args.body and r.body is not None:
+                    print("        " + r.body.decode("utf-8", "backslashreplace")[:2000])
+            if not rows:
+                print("(no dead letters)")
+            return EXIT_OK
+        if args.action == "retry":
+            if not ids and not args.all:
+                print("fixture-agent dlq retry: give dead-letter ids, or --all", file=sys.stderr)
+                return EXIT_USAGE
+            marked, skipped = journal.request_retry(ids)
+            for s in skipped:
+                print(f"not retried: {s}", file=sys.stderr)
+            _out(args, {"marked": marked, "skipped": skipped},
+                 f"{len(marked)} dead letter(s) marked for redelivery; the running agent picks them up within seconds")
+            return EXIT_OK if not skipped else EXIT_ERROR
+        if args.action == "drop":
+            if not ids and not args.all:
+                print("fixture-agent dlq drop: give dead-letter ids, or --all", file=sys.stderr)
+                return EXIT_USAGE
+            n = journal.drop_dead_letters(ids)
+            _out(args, {"dropped": n}, f"{n} dead letter(s) dropped")
+            return EXIT_OK
+    finally:
+        journal.close()
+    return EXIT_USAGE
+
+
+def cmd_subscribers(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    journal = _journal(cfg)
+    try:
+        if journal.drop_subscriber(args.name):
+            print(f"subscriber {args.name} dropped: the journal no longer keeps events for it")
+            return EXIT_OK
+        print(f"no subscriber named {args.name}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        journal.close()
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    cfg = _config(args)  # raises ConfigError with file and key
+    doc = {"ok": True, "file": cfg.source_path, "station": cfg.agent.station, "journal": str(cfg.journal_path),
+           "sources": [n for n in ("simulated",) if getattr(cfg.sources, n)], "sinks": cfg.enabled_sinks()}
+    _out(args, doc, f"{cfg.source_path}: ok (station {cfg.agent.station}, journal {cfg.journal_path}, "
+                    f"sinks: {', '.join(doc['sinks']) or 'none'})")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", help="config file (default: $FIXTURE_AGENT_CONFIG or "
+                                               "/etc/fixture-agent/config.toml)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = argparse.ArgumentParser(prog="fixture-agent", description="Durable edge agent for test fixtures.")
+    p.add_argument("--version", action="version", version=f"fixture-agent {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", parents=[common], help="run the agent")
+    r.add_argument("--for", dest="for_seconds", type=float, help="stop cleanly after this many seconds")
+    r.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("status", parents=[common], help="journal, subscribers, backlog, dead letters")
+    s.set_defaults(func=cmd_status)
+
+    e = sub.add_parser("events", parents=[common], help="the newest events in the journal")
+    e.add_argument("--type", help="only this event type")
+    e.add_argument("--limit", type=int, default=20)
+    e.set_defaults(func=cmd_events)
+
+    pub = sub.add_parser("publish", parents=[common], help="journal events; prints each id once durable")
+    pub.add_argument("--type", help="event type, e.g. test.result")
+    pub.add_argument("--payload", help="payload as a JSON object")
+    pub.add_argument("--stdin", action="store_true",
+                     help='read JSON lines: {"type": …, "payload": {…}, "source"?, "occurred_at"?, "correlation_id"?}')
+    pub.add_argument("--source", help="source name recorded in the events (default: cli)")
+    pub.set_defaults(func=cmd_publish)
+
+    d = sub.add_parser("dlq", help="dead letters: list, retry, drop")
+    dsub = d.add_subparsers(dest="action", required=True)
+    for action, help_ in (("list", "show dead letters"), ("retry", "redeliver to their subscriber"),
+                          ("drop", "delete for good")):
+        a = dsub.add_parser(action, parents=[common], help=help_)
+        a.add_argument("ids", nargs="*", help="dead-letter ids (see dlq list)")
+        if action == "list":
+            a.add_argument("--limit", type=int, default=100)
+            a.add_argument("--body", action="store_true", help="also print the event or raw input")
+        else:
+            a.add_argument("--all", action="store_true", help=f"{action} every dead letter")
+        a.set_defaults(func=cmd_dlq)
+
+    sb = sub.add_parser("subscribers", help="manage durable subscribers")
+    sbsub = sb.add_subparsers(dest="action", required=True)
+    drop = sbsub.add_parser("drop", parents=[common], help="forget a subscriber that is no longer configured")
+    drop.add_argument("name")
+    drop.set_defaults(func=cmd_subscribers)
+
+    c = sub.add_parser("config", help="configuration")
+    csub = c.add_subparsers(dest="action", required=True)
+    chk = csub.add_parser("check", parents=[common], help="validate a config file")
+    chk.set_defaults(func=cmd_config_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"fixture-agent: config error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

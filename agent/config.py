@@ -1,0 +1,212 @@
+"""The TOML configuration, validated by msgspec: one section per source or sink.
+
+Every error names the file and the key (``config/site.toml: journal.max_bytes: …``), because the person reading it
+is usually rolling a template out with Ansible to forty Pis. Unknown keys are errors too: a misspelt
+``max_byte`` silently ignored is a journal that fills a card. Secrets are never inline: sections take
+``*_file`` paths, so a config can be shown, diffed and logged without leaking anything.
+
+Relative paths are taken relative to the current working directory (the demo keeps its data in ``./agent-data``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+DEFAULT_PATH = "/etc/fixture-agent/config.toml"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file and the key."""
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.I)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+               "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+               "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$", re.I)
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_size(value: int | str) -> int:
+    """``"512MB"``, ``"1GiB"``, ``4096`` → bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+    m = _SIZE.match(str(value))
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"{value!r} is not a size (examples: 4096, \"64MB\", \"1GiB\")")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+def parse_duration(value: float | int | str) -> float:
+    """``"30d"``, ``"12h"``, ``"500ms"``, ``2.5`` → seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"{value!r} is not a duration (examples: 2.5, \"500ms\", \"12h\", \"30d\")")
+    unit = m.group(2).lower() if m.group(2) else None
+    return float(m.group(1)) * _DURATION_UNITS[unit]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port (example: \"127.0.0.1:9108\")")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class AgentSection(_Section):
+    station: str = msgspec.field(default_factory=socket.gethostname)
+    location: str = ""
+    purpose: str = ""
+    data_dir: str = "/var/lib/fixture-agent"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class JournalSection(_Section):
+    path: str | None = None  # default: <data_dir>/journal.db
+    max_bytes: int | str = "512MB"
+    max_age: float | str = "30d"
+    sync: Literal["full", "normal"] = "full"
+    #: Event types the journal may evict (oldest first, counted) when full; everything else is refused instead.
+    evictable_types: list[str] = msgspec.field(default_factory=lambda: ["asset.telemetry"])
+
+    def __post_init__(self) -> None:
+        self.max_bytes = parse_size(self.max_bytes)
+        self.max_age = parse_duration(self.max_age)
+        if self.max_bytes < 64 * 1024:
+            raise ValueError("max_bytes must be at least 64KB")
+
+
+class MetricsSection(_Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1:9108"
+
+    def __post_init__(self) -> None:
+        parse_listen(self.listen)
+
+
+class SimulatedSourceSection(_Section):
+    """The built-in simulated fixture: test results, absolute counters and telemetry, no hardware needed."""
+
+    enabled: bool = True
+    asset_id: str = "SIM-FIXTURE-1"
+    part_number: str = "DEMO-PCBA-100"
+    revision: str = "A"
+    interval: float | str = 2.0
+    fail_rate: float = 0.1
+    telemetry_every: int = 5
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        self.interval = parse_duration(self.interval)
+        if self.interval <= 0:
+            raise ValueError("interval must be > 0")
+        if not 0.0 <= self.fail_rate <= 1.0:
+            raise ValueError("fail_rate must be between 0 and 1")
+
+
+class SourcesSection(_Section):
+    simulated: SimulatedSourceSection | None = None
+
+
+class WatsSinkSection(_Section, kw_only=True):
+    url: str
+    enabled: bool = True
+    token_file: str | None = None
+    verify_tls: bool = True
+
+
+class MqttSinkSection(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 1883
+    topic_prefix: str = "fixture-agent"
+    username: str | None = None
+    password_file: str | None = None
+
+
+class CfxSinkSection(_Section, kw_only=True):
+    url: str
+    handle: str
+    enabled: bool = True
+
+
+class SinksSection(_Section):
+    wats: WatsSinkSection | None = None
+    mqtt: MqttSinkSection | None = None
+    cfx: CfxSinkSection | None = None
+
+
+class Config(_Section):
+    agent: AgentSection = msgspec.field(default_factory=AgentSection)
+    journal: JournalSection = msgspec.field(default_factory=JournalSection)
+    metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
+    sources: SourcesSection = msgspec.field(default_factory=SourcesSection)
+    sinks: SinksSection = msgspec.field(default_factory=SinksSection)
+
+    #: Where this config was read from (not a TOML key).
+    source_path: str = ""
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.agent.data_dir)
+
+    @property
+    def journal_path(self) -> Path:
+        return Path(self.journal.path) if self.journal.path else self.data_dir / "journal.db"
+
+    def enabled_sinks(self) -> list[str]:
+        return [name for name in ("wats", "mqtt", "cfx") if (s := getattr(self.sinks, name)) and s.enabled]
+
+
+def _key_path(message: str) -> tuple[str, str]:
+    """msgspec says ``… - at `$.journal.max_bytes` ``; we say ``journal.max_bytes: …``."""
+    m = re.search(r" - at `\$\.?([^`]*)`$", message)
+    if not m:
+        return "", message
+    return m.group(1), message[: m.start()]
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate a config file (``-c``, ``$FIXTURE_AGENT_CONFIG`` or the default path)."""
+    p = Path(path or os.environ.get("FIXTURE_AGENT_CONFIG") or DEFAULT_PATH)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found (pass -c FILE or set FIXTURE_AGENT_CONFIG)") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config: {e.strerror}") from None
+    return parse_config(raw, str(p))
+
+
+def parse_config(raw: bytes | str, name: str = "<config>") -> Config:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{name}: not valid TOML: {e}") from None
+    if "source_path" in data:
+        raise ConfigError(f"{name}: source_path: not a config key")
+    try:
+        cfg = msgspec.convert(data, Config)
+    except msgspec.ValidationError as e:
+        key, msg = _key_path(str(e))
+        raise ConfigError(f"{name}: {key + ': ' if key else ''}{msg}") from None
+    cfg.source_path = name
+    return cfg

@@ -1,0 +1,1 @@
+"""Wire formats that are not I/O (WSJF mapping, CFX envelopes, serial line protocols)."""

@@ -1,0 +1,222 @@
+"""The agent as a process: config → journal → bus → sinks → sources, started in that order and stopped in reverse.
+
+Read this file top-down to see how the agent is put together; each part lives in its own module.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import Config, parse_listen
+from .events.bus import EventBus
+from .events.chain import EnrichmentMiddleware, HandlerChain, ValidationMiddleware
+from .events.journal import Journal, read_stats
+from .events.lifecycle import LifecycleManager
+from .events.telemetry import EventMetrics, render_prometheus
+from .events.transports import BaseTransport
+
+log = logging.getLogger("agent")
+
+#: Sinks this version can configure but does not yet implement. Their durable cursor is registered, so the
+#: journal keeps every event for them (the demo's "buffering" uplinks); status shows them as parked.
+PARKED_SINKS = {"wats": "WATS uplink", "mqtt": "MQTT telemetry", "cfx": "CFX endpoint"}
+
+
+class AgentAlreadyRunning(RuntimeError):
+    pass
+
+
+class Agent:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stop_requested = threading.Event()
+        self.metrics = EventMetrics()
+        self.lifecycle = LifecycleManager()
+        self._lock_fd: int | None = None
+        self.health_server: Any = None
+        self.sources: list[BaseTransport] = []
+
+    # ------------------------------------------------------------------------------------------------ build
+    def build(self) -> None:
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        self.journal = Journal(
+            cfg.journal_path, max_bytes=cfg.journal.max_bytes, max_age=cfg.journal.max_age,
+            sync=cfg.journal.sync, evictable_types=cfg.journal.evictable_types,
+        )
+        if self.journal.corrupt_file:
+            self.metrics.record_bad_input("journal-corrupt")
+        station = {"station": cfg.agent.station, "location": cfg.agent.location, "purpose": cfg.agent.purpose}
+        chain = HandlerChain([ValidationMiddleware(), EnrichmentMiddleware({k: v for k, v in station.items() if v})])
+        self.bus = EventBus(self.journal, name=f"bus:{cfg.agent.station}", chain=chain, metrics=self.metrics)
+        self.lifecycle.add_event_bus(self.bus, priority=10)
+
+        for name in cfg.enabled_sinks():
+            self.journal.register_subscriber(name)
+            self.journal.set_subscriber_state(name, "parked", f"{PARKED_SINKS[name]} is not in this version; "
+                                              "events are kept in the journal for it")
+            log.warning("sink %s: %s is not implemented in this version; its events are buffered in the journal",
+                        name, PARKED_SINKS[name])
+        self._warn_unconfigured_subscribers()
+
+        if cfg.sources.simulated and cfg.sources.simulated.enabled:
+            from .sources.simulated import SimulatedFixture
+
+            self.sources.append(SimulatedFixture(cfg.sources.simulated, cfg.agent.station))
+        for src in self.sources:
+            self.bus.register_transport(src)
+
+        if cfg.metrics.enabled:
+            from .health import HealthServer
+
+            host, port = parse_listen(cfg.metrics.listen)
+            self.health_server = HealthServer(host, port, self.metrics_text, self.health)
+            self.lifecycle.add_component(self.health_server, priority=5)
+
+    def _take_lock(self) -> None:
+        """One agent per journal: a second one would deliver everything twice."""
+        path = self.config.data_dir / "agent.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise AgentAlreadyRunning(
+                f"another agent (pid {other or '?'}) is running on {self.config.data_dir}; stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _warn_unconfigured_subscribers(self) -> None:
+        configured = set(self.config.enabled_sinks())
+        for sub in self.journal.stats().subscribers:
+            if sub["name"] not in configured and sub["backlog"]:
+                log.warning("subscriber %s is in the journal but not configured; it holds %d events. "
+                            "Remove it with: fixture-agent subscribers drop %s", sub["name"], sub["backlog"], sub["name"])
+
+    # ------------------------------------------------------------------------------------------------ health
+    def metrics_text(self) -> str:
+        stats = self.journal.stats()
+        return render_prometheus(self.metrics, stats)
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        problems, warnings = [], []
+        if not self.journal._writer.is_alive():
+            problems.append("journal writer has stopped")
+        stats = self.journal.stats()
+        if stats.corrupt_files:
+            warnings.append(f"journal was corrupt and moved aside: {', '.join(stats.corrupt_files)}")
+        if stats.used_bytes > 0.9 * stats.max_bytes:
+            warnings.append(f"journal {stats.used_bytes / stats.max_bytes:.0%} full")
+        if sum(self.metrics.publish_refused.values()):
+            problems.append("journal refused events (full)")
+        if stats.stale_results:
+            warnings.append(f"{stats.stale_results} undelivered results older than journal.max_age")
+        for s in self.bus.subscriptions():
+            if s.state in ("circuit_open", "failed"):
+                warnings.append(f"subscriber {s.name}: {s.state} ({s.last_error})")
+        for t in self.sources:
+            if t.state.value == "error":
+                warnings.append(f"source {t.name}: {t.get_stats()['last_error']}")
+        status = "failing" if problems else ("degraded" if warnings else "ok")
+        doc = {
+            "status": status, "version": __version__, "station": self.config.agent.station,
+            "problems": problems, "warnings": warnings,
+            "journal": {"events": stats.events, "used_bytes": stats.used_bytes, "max_bytes": stats.max_bytes,
+                        "dead_letters": stats.dead_letters},
+            "subscribers": [{k: s[k] for k in ("name", "state", "backlog", "oldest_unacked_age_s")}
+                            for s in stats.subscribers],
+            "sources": [t.get_stats() for t in self.sources],
+        }
+        return (503 if problems else 200), doc
+
+    # ------------------------------------------------------------------------------------------------ run
+    def run(self, duration: float | None = None) -> int:
+        """Run until SIGTERM/SIGINT (or ``duration`` seconds); returns the exit code."""
+        self.build()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop_requested.set())
+        try:
+            self.lifecycle.start()
+        except Exception:
+            self.close()
+            raise
+        log.info("fixture-agent %s running: station %s, journal %s", __version__, self.config.agent.station,
+                 self.config.journal_path)
+        notify = SystemdNotifier()
+        notify.send("READY=1")
+        interval = notify.watchdog_interval()
+        deadline = None if duration is None else time.monotonic() + duration
+        while not self.stop_requested.is_set():
+            timeout = interval if interval else 3600.0
+            if deadline is not None:
+                timeout = min(timeout, max(0.0, deadline - time.monotonic()))
+            if self.stop_requested.wait(timeout):
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if interval and self.journal._writer.is_alive():
+                notify.send("WATCHDOG=1")
+        notify.send("STOPPING=1")
+        log.info("stopping")
+        self.close()
+        return 0
+
+    def close(self) -> None:
+        self.lifecycle.stop()
+        if getattr(self, "journal", None) is not None:
+            self.journal.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+class SystemdNotifier:
+    """sd_notify without libsystemd: a datagram to ``$NOTIFY_SOCKET`` (Type=notify and WatchdogSec units)."""
+
+    def __init__(self) -> None:
+        self._addr = os.environ.get("NOTIFY_SOCKET")
+        if self._addr and self._addr.startswith("@"):
+            self._addr = "\0" + self._addr[1:]
+
+    def send(self, message: str) -> None:
+        if not self._addr:
+            return
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            try:
+                s.sendto(message.encode(), self._addr)
+            except OSError as e:
+                log.debug("sd_notify failed: %s", e)
+
+    @staticmethod
+    def watchdog_interval() -> float | None:
+        usec = os.environ.get("WATCHDOG_USEC")
+        if not usec or not usec.isdigit():
+            return None
+        return int(usec) / 2e6  # ping at half the watchdog period
+
+
+def journal_stats_readonly(config: Config):
+    """Stats for ``status`` without starting a writer (works while the agent runs: WAL allows readers)."""
+    import sqlite3
+
+    path = config.journal_path
+    if not Path(path).exists():
+        return None
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return read_stats(conn, Path(path), config.journal.max_bytes, config.journal.max_age)
+    finally:
+        conn.close()

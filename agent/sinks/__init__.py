@@ -1,0 +1,1 @@
+"""Sinks: durable subscribers that forward events to the outside (WATS, MQTT, CFX)."""

@@ -1,0 +1,1 @@
+"""Sources: outside signal → normalized Event. Each is one module and one config section."""
