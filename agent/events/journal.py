@@ -600,8 +600,10 @@ class Journal:
             if start == "latest":
                 cursor = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
             else:
-                cursor = conn.execute("SELECT COALESCE(MIN(seq) - 1, 0) FROM events").fetchone()[0]
-                if cursor == 0:
+                oldest = conn.execute("SELECT MIN(seq) FROM events").fetchone()[0]
+                if oldest is not None:
+                    cursor = oldest - 1
+                else:  # empty log: start after everything ever written
                     cursor = conn.execute(
                         "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)"
                     ).fetchone()[0]
