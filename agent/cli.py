@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from . import __version__
 from .config import Config, ConfigError, load_config
 
@@ -174,29 +176,34 @@ def _summary(p: dict[str, Any]) -> str:
     return " ".join(f"{k}={p[k]}" for k in keys if k in p)[:80]
 
 
+class StdinLine(msgspec.Struct, forbid_unknown_fields=True):
+    """One ``publish --stdin`` line."""
+
+    type: str
+    payload: dict[str, Any] = {}
+    source: str | None = None
+    occurred_at: datetime | None = None
+    correlation_id: str | None = None
+
+
+_line_decoder = msgspec.json.Decoder(StdinLine)
+
+
 def _parse_line(line: bytes, where: str, default_source: str):
     """One ``publish --stdin`` line → Event, or raise ValueError naming the line and the field."""
     from .events.model import Event, EventValidationError
 
     try:
-        doc = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        doc = _line_decoder.decode(line)
+    except msgspec.ValidationError as e:
+        raise ValueError(f"{where}: {e}") from None
+    except msgspec.DecodeError as e:
         raise ValueError(f"{where}: not JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"{where}: expected a JSON object with \"type\" and \"payload\"")
-    unknown = set(doc) - {"type", "payload", "source", "occurred_at", "correlation_id"}
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    if not isinstance(doc.get("type"), str):
-        raise ValueError(f"{where}: \"type\" is required and must be a string")
-    occurred = doc.get("occurred_at")
+    if doc.occurred_at is not None and doc.occurred_at.tzinfo is None:
+        raise ValueError(f"{where}: occurred_at must include a UTC offset")
     try:
-        if occurred is not None:
-            occurred = datetime.fromisoformat(str(occurred).replace("Z", "+00:00"))
-            if occurred.tzinfo is None:
-                raise ValueError("occurred_at must include a UTC offset")
-        return Event.create(doc["type"], doc.get("payload") or {}, source=doc.get("source") or default_source,
-                            correlation_id=doc.get("correlation_id"), occurred_at=occurred)
+        return Event.create(doc.type, doc.payload, source=doc.source or default_source,
+                            correlation_id=doc.correlation_id, occurred_at=doc.occurred_at)
     except (EventValidationError, ValueError, TypeError) as e:
         raise ValueError(f"{where}: {e}") from None
 
@@ -219,9 +226,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
             if not args.type:
                 print("fixture-agent publish: give --type and --payload, or --stdin", file=sys.stderr)
                 return EXIT_USAGE
-            line = json.dumps({"type": args.type, "payload": json.loads(args.payload or "{}")}).encode()
             try:
+                line = json.dumps({"type": args.type, "payload": json.loads(args.payload or "{}")}).encode()
                 event = _parse_line(line, "--payload", source)
+            except json.JSONDecodeError as e:
+                print(f"fixture-agent publish: --payload: not JSON: {e}", file=sys.stderr)
+                return EXIT_ERROR
             except ValueError as e:
                 print(f"fixture-agent publish: {e}", file=sys.stderr)
                 return EXIT_ERROR

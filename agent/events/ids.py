@@ -28,16 +28,17 @@ def uuid7() -> str:
     global _last_ms, _counter
     with _lock:
         now_ms = time.time_ns() // 1_000_000
+        rnd = int.from_bytes(os.urandom(10), "big")  # one syscall: 62 random bits, plus 10 for a new counter
         if now_ms > _last_ms:
             _last_ms = now_ms
-            _counter = int.from_bytes(os.urandom(2), "big") & 0x3FF  # leave headroom for the counter
+            _counter = (rnd >> 62) & 0x3FF  # leave headroom for the counter
         else:
             _counter += 1
             if _counter > 0xFFF:  # 4096 ids in one millisecond: borrow the next millisecond
                 _last_ms += 1
                 _counter = 0
         ms, counter = _last_ms, _counter
-    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    rand_b = rnd & ((1 << 62) - 1)
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
     return str(uuid.UUID(int=value))
 

@@ -202,6 +202,7 @@ class Journal:
         idle_interval: float = 30.0,
         batch_max_rows: int = 2000,
         busy_timeout_ms: int = 30000,
+        linger: float = 0.0005,
     ) -> None:
         if sync not in ("full", "normal"):
             raise ValueError(f"journal sync must be 'full' or 'normal', got {sync!r}")
@@ -216,6 +217,8 @@ class Journal:
         self.idle_interval = idle_interval
         self.batch_max_rows = batch_max_rows
         self.busy_timeout_ms = busy_timeout_ms
+        self.linger = linger
+        self._last_batch_requests = 1
 
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending_cursors: dict[str, int] = {}
@@ -326,6 +329,11 @@ class Journal:
             self._appended.wait(timeout)
             return self._last_seq > after_seq
 
+    def wake_waiters(self) -> None:
+        """Wake every ``wait_for_append`` (a subscriber being stopped should not sleep out its poll interval)."""
+        with self._appended:
+            self._appended.notify_all()
+
     @property
     def last_seq(self) -> int:
         return self._last_seq
@@ -408,11 +416,21 @@ class Journal:
             if first is not None and not stop:
                 batch.append(first)
                 nrows = len(first.rows or ())
+                # Linger (bounded) for publishers that were in the previous batch: blocked publishers otherwise
+                # settle into two alternating half-size groups, and every fsync carries half what it could.
+                want = self._last_batch_requests
+                linger_until = time.monotonic() + self.linger
                 while nrows < self.batch_max_rows:
                     try:
                         nxt = self._queue.get_nowait()
                     except queue.Empty:
-                        break
+                        left = linger_until - time.monotonic()
+                        if len(batch) >= want or left <= 0:
+                            break
+                        try:
+                            nxt = self._queue.get(timeout=left)
+                        except queue.Empty:
+                            break
                     if nxt is _WAKE:
                         continue
                     if nxt is _STOP:
@@ -420,6 +438,8 @@ class Journal:
                         break
                     batch.append(nxt)
                     nrows += len(nxt.rows or ())
+            if batch:
+                self._last_batch_requests = len(batch)
             now = time.monotonic()
             maintain = stop or first is None or now - last_maintenance >= self.maintenance_interval
             self._run_transaction(conn, batch, maintain)

@@ -86,6 +86,7 @@ class Subscription:
 
     def stop(self) -> None:
         self._stop.set()
+        self.journal.wake_waiters()
 
     def join(self, timeout: float | None) -> bool:
         if self._thread is None:
@@ -123,7 +124,8 @@ class Subscription:
                 if not page:
                     if self.state != "running":
                         self._set_state("running")
-                    self.journal.wait_for_append(self.cursor, POLL_INTERVAL)
+                    if not self._stop.is_set():
+                        self.journal.wait_for_append(self.cursor, POLL_INTERVAL)
                     continue
                 for stored in page:
                     if self._stop.is_set() or not self.handler.enabled:

@@ -1,0 +1,97 @@
+import json
+import sqlite3
+
+from tests.conftest import run_cli
+
+RESULT = {"unit_id": "SN1", "result": "pass", "start_time": "2026-01-01T00:00:00Z"}
+
+
+def test_version():
+    out = run_cli("--version", check=True)
+    assert out.stdout.startswith("fixture-agent ")
+
+
+def test_publish_events_status_round_trip(write_config):
+    cfg = str(write_config())
+    out = run_cli("publish", "-c", cfg, "--type", "test.result", "--payload", json.dumps(RESULT), check=True)
+    event_id = out.stdout.strip()
+    assert len(event_id) == 36
+    events = json.loads(run_cli("events", "-c", cfg, "--json", check=True).stdout)
+    assert [e["metadata"]["event_id"] for e in events] == [event_id]
+    assert events[0]["payload"]["unit_id"] == "SN1" and events[0]["metadata"]["custom"]["station"] == "test-station"
+    status = json.loads(run_cli("status", "-c", cfg, "--json", check=True).stdout)
+    assert status["journal"]["events"] == 1 and status["dead_letters"] == 0
+    assert status["agent_running"] is False
+    text = run_cli("events", "-c", cfg, "--type", "asset.counters", check=True).stdout
+    assert "(no events)" in text
+
+
+def test_publish_rejects_invalid_payload_naming_the_field(write_config):
+    cfg = str(write_config())
+    bad = dict(RESULT, result="Passed")
+    out = run_cli("publish", "-c", cfg, "--type", "test.result", "--payload", json.dumps(bad))
+    assert out.returncode == 1 and out.stdout == ""
+    assert "$.result" in out.stderr and "Passed" in out.stderr
+    out = run_cli("publish", "-c", cfg, "--type", "custom", "--payload", "{oops")
+    assert out.returncode == 1 and "--payload: not JSON" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_publish_stdin_keeps_good_lines_and_dead_letters_bad_ones(write_config):
+    cfg = str(write_config())
+    lines = [
+        json.dumps({"type": "test.result", "payload": RESULT, "source": "script", "correlation_id": "lot-7"}),
+        "{not json",
+        json.dumps({"type": "test.result", "payload": dict(RESULT, result="maybe")}),
+        json.dumps({"type": "custom", "payload": {"n": 1}, "occurred_at": "2026-03-01T10:00:00+02:00"}),
+        "",
+    ]
+    out = run_cli("publish", "-c", cfg, "--stdin", input="\n".join(lines) + "\n")
+    assert out.returncode == 1
+    ids = out.stdout.split()
+    assert len(ids) == 2
+    assert "stdin line 2: not JSON" in out.stderr
+    assert "stdin line 3" in out.stderr and "$.result" in out.stderr
+    events = json.loads(run_cli("events", "-c", cfg, "--json", check=True).stdout)
+    assert [e["metadata"]["event_id"] for e in events] == ids
+    assert events[0]["metadata"]["source"] == "script" and events[0]["metadata"]["correlation_id"] == "lot-7"
+    assert events[1]["metadata"]["timestamp"] == "2026-03-01T08:00:00Z"
+    dlq = json.loads(run_cli("dlq", "list", "-c", cfg, "--json", "--body", check=True).stdout)
+    assert [d["origin"] for d in dlq] == ["cli:stdin line 2", "cli:stdin line 3"]
+    assert dlq[0]["body"] == "{not json" and dlq[0]["subscriber"] is None
+    retry = run_cli("dlq", "retry", "-c", cfg, str(dlq[0]["id"]))
+    assert retry.returncode == 1 and "bad input" in retry.stderr
+    assert "1 dead letter(s) dropped" in run_cli("dlq", "drop", "-c", cfg, str(dlq[0]["id"]), check=True).stdout
+    status = json.loads(run_cli("status", "-c", cfg, "--json", check=True).stdout)
+    assert status["dead_letters"] == 1
+
+
+def test_config_check(write_config, tmp_path):
+    good = run_cli("config", "check", "-c", str(write_config()), check=True)
+    assert ": ok" in good.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[journal]\nmax_bytes = "a lot"\n')
+    out = run_cli("config", "check", "-c", str(bad))
+    assert out.returncode == 1
+    assert f"{bad}: journal: 'a lot' is not a size" in out.stderr
+
+
+def test_secrets_never_in_config_output(write_config, tmp_path):
+    token = tmp_path / "wats.token"
+    token.write_text("s3cr3t-token-value")
+    cfg = write_config(f'[sinks.wats]\nurl = "https://wats.invalid"\ntoken_file = "{token}"\n')
+    for args in (("config", "check", "--json"), ("status", "--json"), ("status",)):
+        out = run_cli(*args, "-c", str(cfg), check=True)
+        assert "s3cr3t" not in out.stdout + out.stderr
+
+
+def test_status_reads_while_journal_is_locked_for_writing(write_config):
+    cfg = write_config()
+    run_cli("publish", "-c", str(cfg), "--type", "custom", "--payload", "{}", check=True)
+    conn = sqlite3.connect(str(cfg.parent / "data" / "journal.db"), timeout=1)
+    conn.execute("BEGIN IMMEDIATE")  # a writer holds the lock (like the agent mid-commit)
+    try:
+        status = json.loads(run_cli("status", "-c", str(cfg), "--json", check=True).stdout)
+        assert status["journal"]["events"] == 1
+    finally:
+        conn.rollback()
+        conn.close()
