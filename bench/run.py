@@ -48,13 +48,19 @@ def pct(values: list[float], q: float) -> float:
 
 
 # -------------------------------------------------------------------------------------------- raw limits
-def raw_commit_rate(path: Path, sync: str, n: int) -> float:
-    """Commits/s of a bare connection: one row per transaction, same schema and pragmas as the journal."""
-    conn = sqlite3.connect(path, isolation_level=None)
+def _raw_setup(path: Path, sync: str, n: int) -> tuple[sqlite3.Connection, list[tuple]]:
+    """A bare connection with the journal's schema and pragmas, and ``n`` encoded rows ready to insert."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {sync}")
     conn.executescript(SCHEMA)
     rows = [(e.id, e.event_type, 0, time.time(), encode(e)) for e in (make_event() for _ in range(n))]
+    return conn, rows
+
+
+def raw_commit_rate(path: Path, sync: str, n: int) -> float:
+    """Commits/s of a bare connection: one row per transaction, same schema and pragmas as the journal."""
+    conn, rows = _raw_setup(path, sync, n)
     t = time.perf_counter()
     for r in rows:
         conn.execute("BEGIN IMMEDIATE")
@@ -67,11 +73,7 @@ def raw_commit_rate(path: Path, sync: str, n: int) -> float:
 
 def raw_executemany_rate(path: Path, n: int) -> float:
     """Rows/s of executemany of already-encoded rows in one transaction: the batch ceiling."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
-    conn.executescript(SCHEMA)
-    rows = [(e.id, e.event_type, 0, time.time(), encode(e)) for e in (make_event() for _ in range(n))]
+    conn, rows = _raw_setup(path, "FULL", n)
     t = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany("INSERT INTO events(id, type, evictable, recorded_at, body) VALUES (?, ?, ?, ?, ?)", rows)
@@ -87,10 +89,7 @@ def raw_blocking_group_commit(path: Path, threads: int, per_thread: int) -> floa
     with one transaction. No agent code at all: this is what thread wake-ups plus fsync allow on this machine."""
     import queue
 
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
-    conn.executescript(SCHEMA)
+    conn, flat = _raw_setup(path, "FULL", threads * per_thread)
     q: queue.SimpleQueue = queue.SimpleQueue()
     stop = object()
 
@@ -113,8 +112,7 @@ def raw_blocking_group_commit(path: Path, threads: int, per_thread: int) -> floa
             for _, lock in batch:
                 lock.release()
 
-    rows = [[(e.id, e.event_type, 0, 0.0, encode(e)) for e in (make_event() for _ in range(per_thread))]
-            for _ in range(threads)]
+    rows = [flat[k * per_thread:(k + 1) * per_thread] for k in range(threads)]
     barrier = threading.Barrier(threads + 1)
 
     def pub(k: int) -> None:

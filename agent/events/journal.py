@@ -372,18 +372,17 @@ class Journal:
 
     def ack(self, subscriber: str, seq: int) -> None:
         """Record that ``subscriber`` has handled everything up to ``seq``; flushed within the flush interval."""
-        with self._pending_lock:
-            self._pending_cursors[subscriber] = seq
-            wake = self._dirty_since is None
-            if wake:
-                self._dirty_since = time.monotonic()
-        if wake:
-            self._queue.put(_WAKE)
+        self._mark_pending("_pending_cursors", subscriber, seq)
 
     def set_subscriber_state(self, subscriber: str, state: str, last_error: str | None = None) -> None:
         """What ``status`` shows for a subscriber (running, retrying, circuit open …); flushed like cursors."""
+        self._mark_pending("_pending_sub_state", subscriber, (state, last_error))
+
+    def _mark_pending(self, table: str, key: str, value: Any) -> None:
+        # The writer swaps these dicts under the lock, so look the table up inside it. The writer may be asleep for
+        # idle_interval: wake it once, so it flushes within cursor_flush_interval.
         with self._pending_lock:
-            self._pending_sub_state[subscriber] = (state, last_error)
+            getattr(self, table)[key] = value
             wake = self._dirty_since is None
             if wake:
                 self._dirty_since = time.monotonic()

@@ -91,8 +91,8 @@ def test_kill9_of_a_consumer_redelivers_unacknowledged_events(tmp_path):
         ids += [e.id for e in batch]
     journal.close()
 
-    def run_consumer():
-        return subprocess.Popen([sys.executable, str(Path(__file__).with_name("consumer.py")), str(db), str(out)],
+    def run_consumer(delay="0.002"):
+        return subprocess.Popen([sys.executable, str(Path(__file__).with_name("consumer.py")), str(db), str(out), delay],
                                 cwd=ROOT, stdout=subprocess.PIPE, text=True,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
 
@@ -110,7 +110,7 @@ def test_kill9_of_a_consumer_redelivers_unacknowledged_events(tmp_path):
         # nothing is acknowledged before its side effect happened (seq n is ids[n - 1])
         assert set(ids[: cursor[0] if cursor else 0]) <= set(handled)
     assert 0 < len(set(out.read_text().split())) < len(ids), "the kills should interrupt delivery part-way"
-    proc = run_consumer()
+    proc = run_consumer("0")
     assert proc.stdout.readline().strip() == "ready"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not set(ids) <= set(out.read_text().split()):
