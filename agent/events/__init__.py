@@ -3,7 +3,7 @@
 from .bus import EventBus
 from .chain import ChainMiddleware, EnrichmentMiddleware, HandlerChain, LoggingMiddleware, ValidationMiddleware
 from .handlers import BaseHandler, FilteringHandler, FunctionHandler, HandlerRegistry, SyncHandler
-from .journal import Journal, JournalClosed, JournalError, JournalFull
+from .journal import Journal, JournalClosed, JournalError, JournalFull, StateConflict
 from .lifecycle import LifecycleManager, LifecycleState
 from .model import PAYLOAD_TYPES, Event, EventMetadata, EventType, EventValidationError
 from .payloads import (

@@ -127,11 +127,13 @@ class EventBus:
         """
         return self.publish_many((event,))[0]
 
-    def publish_many(self, events: Iterable[Event], state: dict[str, Any] | None = None) -> list[Event]:
-        """Journal several events (and optional state) in one transaction: all durable, or none."""
+    def publish_many(self, events: Iterable[Event], state: dict[str, Any] | None = None,
+                     expect: dict[str, Any] | None = None) -> list[Event]:
+        """Journal several events (and optional state, compare-and-set against ``expect``) in one transaction:
+        all durable, or none."""
         processed = [self.chain.process(e) for e in events]
         try:
-            self.journal.append(processed, state)
+            self.journal.append(processed, state, expect)
         except JournalFull:
             for e in processed:
                 self.metrics.record_refused(e.event_type)

@@ -101,6 +101,10 @@ class JournalFull(JournalError):
     """An append was refused because the journal is at ``max_bytes`` and nothing evictable is left."""
 
 
+class StateConflict(JournalError):
+    """``append(..., expect=...)`` found a state value other than expected (someone else changed it first)."""
+
+
 class JournalClosed(JournalError):
     """The journal was closed (or its writer died) before the request completed."""
 
@@ -153,11 +157,12 @@ def type_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
 class _Request:
     """One unit of work for the writer; the submitting thread blocks on ``lock`` until it is done."""
 
-    __slots__ = ("rows", "state", "fn", "lock", "result", "error", "nbytes", "evictable", "types")
+    __slots__ = ("rows", "state", "expect", "fn", "lock", "result", "error")
 
-    def __init__(self, rows=None, state=None, fn=None) -> None:
+    def __init__(self, rows=None, state=None, fn=None, expect=None) -> None:
         self.rows = rows
         self.state = state
+        self.expect = expect
         self.fn = fn
         self.lock = threading.Lock()
         self.lock.acquire()
@@ -339,11 +344,13 @@ class Journal:
         return self._last_seq
 
     # ------------------------------------------------------------------------------------------------ writing
-    def append(self, events: Sequence[Event], state: dict[str, Any] | None = None) -> None:
+    def append(self, events: Sequence[Event], state: dict[str, Any] | None = None,
+               expect: dict[str, Any] | None = None) -> None:
         """Make ``events`` durable (and ``state`` with them, atomically). Returns once committed.
 
-        Raises ``JournalFull`` when the bound is reached and nothing evictable is left; nothing of this call is
-        then stored.
+        ``expect`` makes it a compare-and-set: each key must currently hold that value (None: absent), or nothing
+        is stored and ``StateConflict`` is raised. Raises ``JournalFull`` when the bound is reached and nothing
+        evictable is left; nothing of this call is then stored.
         """
         now = time.time()
         rows = []
@@ -353,7 +360,7 @@ class Journal:
             if ev_flag is None:
                 ev_flag = self._evictable_cache[t] = int(self._is_evictable(t))
             rows.append((ev.metadata.event_id, t, ev_flag, now, encode(ev)))
-        self._submit(_Request(rows=rows, state=state))
+        self._submit(_Request(rows=rows, state=state, expect=expect))
 
     def call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``fn(conn)`` inside the writer's next transaction (atomic with it) and return its result."""
@@ -500,6 +507,8 @@ class Journal:
         evicted_bytes = 0
         for r in batch:
             if r.rows is not None:
+                if r.expect and not self._state_matches(conn, r):
+                    continue
                 need = sum(len(row[4]) + ROW_OVERHEAD for row in r.rows)
                 if used + need > self.max_bytes:
                     freed = self._evict(conn, used + need - self.max_bytes, "max_bytes")
@@ -554,6 +563,16 @@ class Journal:
                 (st, err, now, name),
             )
         return max_seq
+
+    @staticmethod
+    def _state_matches(conn: sqlite3.Connection, r: _Request) -> bool:
+        for key, expected in r.expect.items():
+            row = conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+            current = None if row is None else msgspec.json.decode(row[0])
+            if current != expected:
+                r.error = StateConflict(f"state {key!r} is {current!r}, expected {expected!r}")
+                return False
+        return True
 
     def _evict(self, conn: sqlite3.Connection, need: int, reason: str, older_than: float | None = None) -> int:
         """Delete the oldest evictable events until ``need`` bytes are freed; count them per type and reason."""

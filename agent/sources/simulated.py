@@ -16,10 +16,11 @@ from datetime import datetime, timedelta, timezone
 from ..config import SimulatedSourceSection
 from ..events.model import Event, EventType
 from ..events.payloads import (
-    AssetCountersEvent, AssetState, AssetStateChangedEvent, AssetTelemetryEvent, TestMeasurement, TestResult,
-    TestResultEvent, TestStep,
+    AssetState, AssetStateChangedEvent, AssetTelemetryEvent, TestResult, TestResultEvent, TestStep,
 )
 from ..events.transports import ThreadedTransport
+from ..protocols.results import judged, overall
+from .counters import CounterLedger
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +40,22 @@ class SimulatedFixture(ThreadedTransport):
         self.station = station
         self._rng = random.Random(cfg.seed)
         self._cycle = 0
-        self.counter_key = f"counters:{cfg.asset_id}"
 
     def run(self, stop: threading.Event) -> None:
         bus = self._bus
         assert bus is not None
-        counts = bus.journal.get_state(self.counter_key, {"running_count": 0, "total_count": 0})
+        ledger = CounterLedger(bus, self.cfg.asset_id, self.name)
         self._publish_state(AssetState.ONLINE, "agent started")
         try:
             while not stop.wait(self.cfg.interval):
                 self._cycle += 1
-                counts = {"running_count": counts["running_count"] + 1, "total_count": counts["total_count"] + 1}
                 now = datetime.now(timezone.utc)
-                events = [self._test_result(now), self._counters(counts, now)]
+                events = [self._test_result(now)]
                 if self.cfg.telemetry_every and self._cycle % self.cfg.telemetry_every == 0:
                     events.append(self._telemetry(now))
-                # Counter and the events reporting it commit together: both or neither survive a power cut.
-                bus.publish_many(events, state={self.counter_key: counts})
-                self._published += len(events)
+                # The count and the events reporting it commit together: both or neither survive a power cut.
+                ledger.increment(with_events=events)
+                self._published += len(events) + 1
         finally:
             if not bus.journal._closed:
                 self._publish_state(AssetState.OFFLINE, "agent stopping")
@@ -76,25 +75,18 @@ class SimulatedFixture(ThreadedTransport):
             value = rng.gauss(nominal, spread / 3)
             if i == bad_index:
                 value = hi + spread if rng.random() < 0.5 else lo - spread
-            m = TestMeasurement(name=name, value=round(value, 6), unit=unit, low_limit=lo, high_limit=hi,
-                                nominal=nominal, comp_op="GELE")
-            m.status = TestResult.PASS if m.is_within_limits() else TestResult.FAIL
+            m = judged(name, round(value, 6), unit, lo, hi, nominal)
             st = steps.setdefault(step, TestStep(name=step, status=TestResult.PASS, step_type="numeric_limit"))
             st.measurements.append(m)
-            if m.status is TestResult.FAIL:
-                st.status = TestResult.FAIL
-        overall = TestResult.FAIL if any(s.status is TestResult.FAIL for s in steps.values()) else TestResult.PASS
+            st.status = overall([st.status, m.status])
+        result = overall([s.status for s in steps.values()])
         serial = f"SN{now:%y%m%d}{self._rng.randrange(10**6):06d}"
         payload = TestResultEvent(
-            unit_id=serial, result=overall, start_time=start, end_time=now, part_number=self.cfg.part_number,
+            unit_id=serial, result=result, start_time=start, end_time=now, part_number=self.cfg.part_number,
             revision=self.cfg.revision, station_id=self.station, fixture_id=self.cfg.asset_id,
             steps=list(steps.values()),
         )
         return Event.create(EventType.TEST_RESULT, payload, source=self.name)
-
-    def _counters(self, counts: dict[str, int], now: datetime) -> Event:
-        payload = AssetCountersEvent(asset_id=self.cfg.asset_id, timestamp=now, **counts)
-        return Event.create(EventType.ASSET_COUNTERS, payload, source=self.name)
 
     def _telemetry(self, now: datetime) -> Event:
         rng = self._rng

@@ -1,0 +1,65 @@
+"""Judging measurements and reading result words: shared by every source that reports test results.
+
+The agent computes pass/fail from the value and the limits itself (the WATS server does not check limits, and a
+device's own verdict can be wrong). Result words arrive in many spellings (``"pass"``, ``"Passed"``, ``"P"``,
+``"OK"``); they are read here, once.
+"""
+
+from __future__ import annotations
+
+from ..events.payloads import TestMeasurement, TestResult
+
+_RESULT_WORDS = {
+    "pass": TestResult.PASS, "passed": TestResult.PASS, "p": TestResult.PASS, "ok": TestResult.PASS,
+    "fail": TestResult.FAIL, "failed": TestResult.FAIL, "f": TestResult.FAIL, "nok": TestResult.FAIL,
+    "error": TestResult.ERROR, "e": TestResult.ERROR, "err": TestResult.ERROR,
+    "skipped": TestResult.SKIPPED, "skip": TestResult.SKIPPED, "s": TestResult.SKIPPED,
+    "aborted": TestResult.ABORTED, "abort": TestResult.ABORTED, "terminated": TestResult.ABORTED,
+}
+
+
+def read_result(word: object) -> TestResult:
+    """``"Passed"``/``"P"``/``"pass"``/``True`` → ``TestResult.PASS`` …; raises ValueError naming the word."""
+    if isinstance(word, bool):
+        return TestResult.PASS if word else TestResult.FAIL
+    if isinstance(word, str):
+        r = _RESULT_WORDS.get(word.strip().lower())
+        if r is not None:
+            return r
+    raise ValueError(f"{word!r} is not a result (pass, fail, error, skipped, aborted, or Passed/P/Failed/F)")
+
+
+def judged(name: str, value: float | bool | str | None, unit: str = "", low: float | None = None,
+           high: float | None = None, nominal: float | None = None) -> TestMeasurement:
+    """A measurement whose status the agent computed: numeric against limits, boolean as pass/fail."""
+    if isinstance(value, bool):
+        return TestMeasurement(name=name, value=value, unit=unit, comp_op="LOG",
+                               status=TestResult.PASS if value else TestResult.FAIL)
+    if value is None:
+        return TestMeasurement(name=name, value=None, unit=unit, low_limit=low, high_limit=high, nominal=nominal,
+                               status=TestResult.ERROR, comp_op=_comp_op(low, high))
+    m = TestMeasurement(name=name, value=value, unit=unit, low_limit=low, high_limit=high, nominal=nominal,
+                        comp_op=_comp_op(low, high))
+    if isinstance(value, (int, float)):
+        m.status = TestResult.PASS if m.is_within_limits() else TestResult.FAIL
+    return m
+
+
+def _comp_op(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return "GELE"
+    if low is not None:
+        return "GE"
+    if high is not None:
+        return "LE"
+    return "LOG"
+
+
+def overall(statuses: list[TestResult], reported: TestResult | None = None) -> TestResult:
+    """The worst of the step statuses; a device saying "pass" over a failed step is overruled."""
+    for worst in (TestResult.ERROR, TestResult.ABORTED, TestResult.FAIL):
+        if worst in statuses:
+            return worst
+    if reported is not None and reported is not TestResult.PASS:
+        return reported
+    return TestResult.PASS
