@@ -108,6 +108,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         },
         "subscribers": stats.subscribers,
         "dead_letters": stats.dead_letters,
+        "sources": stats.sources,
+        "counters": stats.counters,
     }
     lines = [
         f"station      {cfg.agent.station}  (agent {'running, pid ' + str(pid) if pid else 'not running'})",
@@ -124,6 +126,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     if stats.stale_results:
         lines.append(f"  !! {stats.stale_results} undelivered results are older than journal.max_age")
     lines.append(f"dead letters {stats.dead_letters}" + ("  (fixture-agent dlq list)" if stats.dead_letters else ""))
+    if stats.sources:
+        lines.append("sources")
+        for name, src in sorted(stats.sources.items()):
+            ident = src.get("identity") or {}
+            who = " ".join(str(v) for v in ident.values()) or "-"
+            lines.append(f"  {name:<16} {'online' if src.get('online') else 'offline':<8} {src.get('port', '')}  {who}")
+    if stats.counters:
+        lines.append("counters")
+        for asset, cnt in sorted(stats.counters.items()):
+            lines.append(f"  {asset:<16} running {cnt['running_count']:<8} total {cnt['total_count']}")
     lines.append("subscribers")
     if not stats.subscribers:
         lines.append("  (none)")
@@ -210,15 +222,12 @@ def _parse_line(line: bytes, where: str, default_source: str):
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from .events.bus import EventBus
-    from .events.chain import EnrichmentMiddleware, HandlerChain, ValidationMiddleware
     from .events.journal import JournalError
 
     cfg = _config(args)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     journal = _journal(cfg)
-    station = {"station": cfg.agent.station, "location": cfg.agent.location, "purpose": cfg.agent.purpose}
-    bus = EventBus(journal, chain=HandlerChain([ValidationMiddleware(),
-                                                EnrichmentMiddleware({k: v for k, v in station.items() if v})]))
+    bus = EventBus(journal, chain=_chain(cfg))
     source = args.source or "cli"
     bad = 0
     try:
@@ -353,6 +362,69 @@ def cmd_subscribers(args: argparse.Namespace) -> int:
         journal.close()
 
 
+def cmd_counters(args: argparse.Namespace) -> int:
+    import getpass
+
+    from .events.bus import EventBus
+    from .sources.counters import CounterLedger, counter_key
+
+    cfg = _config(args)
+    journal = _journal(cfg)
+    try:
+        if args.action == "show":
+            rows = journal.reader().execute("SELECT key, value FROM state WHERE key LIKE 'counters:%' ORDER BY key")
+            doc = {k.split(":", 1)[1]: json.loads(v) for k, v in rows}
+            _out(args, doc, "\n".join(f"{a:<20} running {c['running_count']:<8} total {c['total_count']}"
+                                       for a, c in doc.items()) or "(no counters)")
+            return EXIT_OK
+        if journal.get_state(counter_key(args.asset)) is None:
+            print(f"no counter for asset {args.asset!r} (see: fixture-agent counters show)", file=sys.stderr)
+            return EXIT_ERROR
+        bus = EventBus(journal, chain=_chain(cfg))
+        event = CounterLedger(bus, args.asset, "cli").reset(by=args.by or getpass.getuser())
+        _out(args, event.to_dict(), f"{args.asset}: running count reset to 0 (total {event.payload['total_count']}); "
+                                    f"audit event {event.id}")
+        return EXIT_OK
+    finally:
+        journal.close()
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from . import simulator
+
+    kw: dict[str, Any] = {"link": args.link, "seed": args.seed, "garbage_rate": args.garbage_rate,
+                          "disconnect_every": args.disconnect_every, "disconnect_for": args.disconnect_for}
+    if args.protocol == "jsonl":
+        kw.update(interval=args.interval, drop_ack_rate=args.drop_ack_rate, mangle_rate=args.mangle_rate,
+                  asset_id=args.asset, count=args.count)
+    else:
+        kw.update(tst_code=args.tst_code)
+    if args.link:
+        Path(args.link).parent.mkdir(parents=True, exist_ok=True)
+    pty, device, thread = simulator.start(args.protocol, **kw)
+    print(pty.path + (f"  (linked as {args.link})" if args.link else ""), flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait(args.for_seconds)
+    pty.close()
+    thread.join(2)
+    if args.protocol == "jsonl":
+        print(f"sent {device.seq} messages, {device.seq - len(device.outbox)} acknowledged, "
+              f"{pty.disconnects} disconnects", file=sys.stderr)
+    return EXIT_OK
+
+
+def _chain(cfg: Config):
+    from .events.chain import EnrichmentMiddleware, HandlerChain, ValidationMiddleware
+
+    station = {"station": cfg.agent.station, "location": cfg.agent.location, "purpose": cfg.agent.purpose}
+    return HandlerChain([ValidationMiddleware(), EnrichmentMiddleware({k: v for k, v in station.items() if v})])
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     cfg = _config(args)  # raises ConfigError with file and key
     doc = {"ok": True, "file": cfg.source_path, "station": cfg.agent.station, "journal": str(cfg.journal_path),
@@ -412,6 +484,33 @@ def build_parser() -> argparse.ArgumentParser:
     drop = sbsub.add_parser("drop", parents=[common], help="forget a subscriber that is no longer configured")
     drop.add_argument("name")
     drop.set_defaults(func=cmd_subscribers)
+
+    cn = sub.add_parser("counters", help="fixture actuation counters")
+    cnsub = cn.add_subparsers(dest="action", required=True)
+    show = cnsub.add_parser("show", parents=[common], help="current counters per asset")
+    show.set_defaults(func=cmd_counters)
+    reset = cnsub.add_parser("reset", parents=[common], help="reset an asset's running count (with an audit event)")
+    reset.add_argument("--asset", required=True)
+    reset.add_argument("--by", help="who resets it (default: your user name)")
+    reset.set_defaults(func=cmd_counters)
+
+    sim = sub.add_parser("simulate", help="simulators for trying the agent without hardware")
+    simsub = sim.add_subparsers(dest="what", required=True)
+    fx = simsub.add_parser("fixture", help="a fixture on a pseudo-terminal; prints the device path")
+    fx.add_argument("--protocol", choices=["jsonl", "scpi"], default="jsonl")
+    fx.add_argument("--link", help="keep a symlink to the device here (a stable path for the config)")
+    fx.add_argument("--interval", type=float, default=0.5, help="seconds between controller messages")
+    fx.add_argument("--count", type=int, help="stop generating after this many messages")
+    fx.add_argument("--asset", help="asset_id the controller puts in its messages")
+    fx.add_argument("--seed", type=int)
+    fx.add_argument("--garbage-rate", type=float, default=0.0, help="chance of a garbage line before each line")
+    fx.add_argument("--mangle-rate", type=float, default=0.0, help="chance a message is corrupted on the wire")
+    fx.add_argument("--drop-ack-rate", type=float, default=0.0, help="chance an ack is ignored (forces resends)")
+    fx.add_argument("--disconnect-every", type=float, default=0.0, help="unplug every N seconds")
+    fx.add_argument("--disconnect-for", type=float, default=1.0, help="stay unplugged this long")
+    fx.add_argument("--tst-code", type=int, default=0, help="scpi: what *TST? answers (0 = pass)")
+    fx.add_argument("--for", dest="for_seconds", type=float, help="stop after this many seconds")
+    fx.set_defaults(func=cmd_simulate)
 
     c = sub.add_parser("config", help="configuration")
     csub = c.add_subparsers(dest="action", required=True)

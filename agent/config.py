@@ -121,8 +121,88 @@ class SimulatedSourceSection(_Section):
             raise ValueError("fail_rate must be between 0 and 1")
 
 
+class ScpiQuery(_Section):
+    """One polled SCPI query: the agent judges the value against the limits."""
+
+    name: str
+    command: str
+    unit: str = ""
+    low: float | None = None
+    high: float | None = None
+    nominal: float | None = None
+
+
+class SerialSourceSection(_Section, kw_only=True):
+    """A fixture on a serial port; ``driver`` picks the protocol (``jsonl`` controller or ``scpi`` instrument)."""
+
+    name: str
+    port: str
+    driver: Literal["jsonl", "scpi"]
+    asset_id: str
+    baud: int = 115200
+    max_line_bytes: int = 4096
+    reconnect_min: float | str = "0.5s"
+    reconnect_max: float | str = "30s"
+    # scpi only
+    timeout: float | str = "2s"
+    selftest_timeout: float | str = "30s"
+    selftest_on_connect: bool = True
+    poll_interval: float | str = "10s"
+    queries: list[ScpiQuery] = []
+    drain_errors: bool = True
+
+    def __post_init__(self) -> None:
+        for f in ("reconnect_min", "reconnect_max", "timeout", "selftest_timeout", "poll_interval"):
+            setattr(self, f, parse_duration(getattr(self, f)))
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", self.name):
+            raise ValueError(f"name {self.name!r}: use 1-40 letters, digits, '.', '_' or '-'")
+        if self.baud <= 0:
+            raise ValueError("baud must be > 0")
+        if not 64 <= self.max_line_bytes <= 1_048_576:
+            raise ValueError("max_line_bytes must be between 64 and 1048576")
+        if self.driver != "scpi" and self.queries:
+            raise ValueError("queries are for driver = \"scpi\"")
+
+
+class GpioSourceSection(_Section, kw_only=True):
+    """Fixture pins (BCM numbers): actuation counter, lid switch, pass/fail lamps, loopback self-test."""
+
+    asset_id: str
+    pin_factory: str | None = None  # gpiozero's: "lgpio", "rpigpio", "native", "mock" (tests, demos)
+    counter_pin: int | None = None
+    counter_active_low: bool = True  # a switch to ground with the internal pull-up
+    counter_bounce: float | str = "20ms"
+    lid_pin: int | None = None
+    lid_closed_when_low: bool = True
+    lid_closed_state: Literal["busy", "online", "idle"] = "busy"
+    lid_open_state: Literal["idle", "online"] = "idle"
+    pass_lamp_pin: int | None = None
+    fail_lamp_pin: int | None = None
+    lamp_hold: float | str = "5s"  # 0: until the next result
+    loopback_out_pin: int | None = None
+    loopback_in_pin: int | None = None
+    selftest_interval: float | str = "1h"  # 0: only at start
+
+    def __post_init__(self) -> None:
+        for f in ("counter_bounce", "lamp_hold", "selftest_interval"):
+            setattr(self, f, parse_duration(getattr(self, f)))
+        pins = [p for p in (self.counter_pin, self.lid_pin, self.pass_lamp_pin, self.fail_lamp_pin,
+                            self.loopback_out_pin, self.loopback_in_pin) if p is not None]
+        if len(pins) != len(set(pins)):
+            raise ValueError(f"a pin is used twice: {sorted(pins)}")
+        if (self.loopback_out_pin is None) != (self.loopback_in_pin is None):
+            raise ValueError("loopback needs both loopback_out_pin and loopback_in_pin")
+
+
 class SourcesSection(_Section):
     simulated: SimulatedSourceSection | None = None
+    serial: list[SerialSourceSection] = []
+    gpio: GpioSourceSection | None = None
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.serial]
+        if len(names) != len(set(names)):
+            raise ValueError(f"serial source names must be unique: {names}")
 
 
 class WatsSinkSection(_Section, kw_only=True):

@@ -73,6 +73,10 @@ class Agent:
             from .sources.simulated import SimulatedFixture
 
             self.sources.append(SimulatedFixture(cfg.sources.simulated, cfg.agent.station))
+        if cfg.sources.serial:
+            from .sources.serial import make_serial_source
+
+            self.sources.extend(make_serial_source(s) for s in cfg.sources.serial)
         for src in self.sources:
             self.bus.register_transport(src)
 

@@ -189,6 +189,8 @@ class JournalStats:
     refused: dict[str, int] = field(default_factory=dict)
     corrupt_files: list[str] = field(default_factory=list)
     stale_results: int = 0
+    sources: dict[str, Any] = field(default_factory=dict)
+    counters: dict[str, Any] = field(default_factory=dict)
 
 
 class Journal:
@@ -877,6 +879,10 @@ def read_stats(conn: sqlite3.Connection, path: Path, max_bytes: int, max_age: fl
             "SELECT COUNT(*) FROM events WHERE evictable = 0 AND recorded_at < ?", (now - max_age,)
         ).fetchone()[0]
     corrupt = [r[0] for r in conn.execute("SELECT value FROM state WHERE key = 'journal.corrupt_file'")]
+    sources = {k.split(":", 1)[1]: msgspec.json.decode(v)
+               for k, v in conn.execute("SELECT key, value FROM state WHERE key LIKE 'source:%'")}
+    counters = {k.split(":", 1)[1]: msgspec.json.decode(v)
+                for k, v in conn.execute("SELECT key, value FROM state WHERE key LIKE 'counters:%'")}
     return JournalStats(
         path=str(path),
         events=n,
@@ -891,4 +897,6 @@ def read_stats(conn: sqlite3.Connection, path: Path, max_bytes: int, max_age: fl
         refused={k.split(":", 1)[1]: v for k, v in meta.items() if k.startswith("refused:")},
         corrupt_files=[msgspec.json.decode(c) for c in corrupt],
         stale_results=stale,
+        sources=sources,
+        counters=counters,
     )

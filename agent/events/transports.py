@@ -191,17 +191,26 @@ class MockTransport(BaseTransport):
 class ThreadedTransport(BaseTransport):
     """A transport whose work is a loop on its own thread (serial readers, pollers, the demo simulator).
 
-    Subclasses implement ``run(stop)`` and return when ``stop`` is set; an exception from ``run`` is reported,
-    and the loop is restarted after a backoff, so one bad moment never ends a source for good.
+    Subclasses implement ``run(stop)`` and return when ``stop`` is set. An exception from ``run`` (a device
+    unplugged, a port that is not there yet) is reported and ``run`` is started again after an exponential backoff
+    with jitter; ``mark_connected()`` resets the backoff once the device answers again. One bad moment never ends a
+    source for good, and a long outage costs one log line per attempt, not a traceback.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, retry_min: float = 0.5, retry_max: float = 30.0) -> None:
         super().__init__(name)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failures = 0
+        self.retry_min = retry_min
+        self.retry_max = retry_max
 
     @abstractmethod
     def run(self, stop: threading.Event) -> None: ...
+
+    def mark_connected(self) -> None:
+        self._failures = 0
+        self._set_state(TransportState.CONNECTED)
 
     def start(self) -> None:
         self._stop.clear()
@@ -211,18 +220,18 @@ class ThreadedTransport(BaseTransport):
     def _main(self) -> None:
         from .backoff import backoff_delay
 
-        failures = 0
         while not self._stop.is_set():
             try:
-                self._set_state(TransportState.CONNECTED)
+                self._set_state(TransportState.CONNECTING)
                 self.run(self._stop)
-                failures = 0
             except Exception as e:  # noqa: BLE001 - a source must survive its own bugs and its device's
-                failures += 1
-                self._set_state(TransportState.ERROR)
+                self._failures += 1
+                self._set_state(TransportState.RECONNECTING)
                 self._report_error(e)
-                log.exception("source %s failed; restarting", self.name)
-                if self._stop.wait(backoff_delay(failures, initial=0.5, maximum=30.0)):
+                delay = backoff_delay(self._failures, initial=self.retry_min, maximum=self.retry_max)
+                log.warning("source %s: %s: %s; retrying in %.1fs", self.name, type(e).__name__, e, delay)
+                log.debug("source %s failure", self.name, exc_info=True)
+                if self._stop.wait(delay):
                     break
         self._set_state(TransportState.DISCONNECTED)
 

@@ -2,9 +2,10 @@
 
 Each line is one JSON object with a ``type`` (``hello``, ``counters``, ``selftest``, ``state``, ``fault``), a
 ``seq`` and a ``session``. The agent answers ``{"ack": <seq>}`` only once the event is durable. Delivery is
-go-back-N per session: the agent accepts ``seq`` = last accepted + 1 (or anything for a session it has not seen),
+go-back-N per session: the agent accepts ``seq`` = last accepted + 1 (a new session starts at 1),
 re-acknowledges a ``seq`` it already has without publishing it again, and ignores a ``seq`` beyond a gap (the
-controller resends from its oldest unacknowledged message). Together with the last accepted ``seq`` being stored
+controller resends from its oldest unacknowledged message; one that had to drop messages says so with
+``oldest``). Together with the last accepted ``seq`` being stored
 in the same transaction as the event, a resend after an agent crash is acknowledged, not duplicated.
 
 A line that is valid JSON with a ``seq`` but does not fit the schema is kept in the dead-letter table and
@@ -41,6 +42,7 @@ class ProtocolError(ValueError):
 class _Msg(msgspec.Struct, tag_field="type", kw_only=True, forbid_unknown_fields=True):
     seq: int | None = None
     session: str | None = None
+    oldest: int | None = None  # the oldest unacknowledged seq the controller still holds (after a full buffer)
     ts: datetime | None = None  # controller's clock; the agent's receive time when absent
     asset_id: str | None = None
 
@@ -127,22 +129,31 @@ def ack(seq: int, error: str | None = None) -> bytes:
 
 @dataclass
 class Verdict:
-    """What to do with a message, given the session's delivery state."""
+    """What to do with a message, given the session's delivery state. ``gap`` counts messages the controller
+    says it dropped before we had them (its buffer was full): kept visible, never silent."""
 
     publish: bool
     ack: bool
+    gap: int = 0
 
 
-def sequence_verdict(seq: int | None, session: str | None, last: dict[str, Any] | None) -> Verdict:
-    """Go-back-N: ``last`` is ``{"session": …, "seq": …}`` of the last message accepted from this port."""
+def sequence_verdict(seq: int | None, session: str | None, last: dict[str, Any] | None,
+                     oldest: int | None = None) -> Verdict:
+    """Go-back-N: ``last`` is ``{"session": …, "seq": …}`` of the last message accepted from this port.
+
+    A session starts at seq 1: messages sent before the agent was listening are resent from the oldest
+    unacknowledged one, so accepting a later seq first would lose them. A controller that had to drop messages
+    says so with ``oldest``; then the agent accepts from there and reports the gap.
+    """
     if seq is None or session is None:
         return Verdict(publish=True, ack=seq is not None)  # unsequenced controllers: best effort
-    if last is None or last.get("session") != session:
-        return Verdict(publish=True, ack=True)  # a session we have not seen: accept whatever it starts at
-    if seq <= last["seq"]:
+    expected = 1 if last is None or last.get("session") != session else last["seq"] + 1
+    if seq < expected:
         return Verdict(publish=False, ack=True)  # a resend of something durable: acknowledge again
-    if seq == last["seq"] + 1:
+    if seq == expected:
         return Verdict(publish=True, ack=True)
+    if oldest is not None and seq == oldest and oldest > expected:
+        return Verdict(publish=True, ack=True, gap=oldest - expected)
     return Verdict(publish=False, ack=False)  # a gap: wait for the controller to resend the missing one
 
 

@@ -45,6 +45,7 @@ class SimulatedFixture(ThreadedTransport):
         bus = self._bus
         assert bus is not None
         ledger = CounterLedger(bus, self.cfg.asset_id, self.name)
+        self.mark_connected()
         self._publish_state(AssetState.ONLINE, "agent started")
         try:
             while not stop.wait(self.cfg.interval):

@@ -114,3 +114,20 @@ def test_measurement_limits():
     assert not TestMeasurement(name="v", value=3.5, low_limit=3.2, high_limit=3.4).is_within_limits()
     assert not TestMeasurement(name="v", value=3.1, low_limit=3.2).is_within_limits()
     assert msgspec.to_builtins(TestResult.PASS) == "pass"
+
+
+def test_package_exports_resolve_lazily_and_submodules_still_import():
+    import importlib
+    import subprocess
+    import sys
+
+    code = ("import agent, sys; assert 'agent.events' not in sys.modules; from agent import simulator; "
+            "from agent import EventBus; import agent.cli; print(EventBus.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip() == "EventBus"
+    import agent
+
+    with __import__("pytest").raises(AttributeError):
+        agent.no_such_thing
+    assert importlib.import_module("agent.simulator")

@@ -81,10 +81,15 @@ def test_counters_must_be_consistent():
 def test_go_back_n():
     v = jl.sequence_verdict
     assert v(1, "a", None) == jl.Verdict(True, True)
+    assert v(3, "a", None) == jl.Verdict(False, False)  # a new session starts at 1: 1 and 2 will be resent
     assert v(5, "a", {"session": "a", "seq": 4}) == jl.Verdict(True, True)
     assert v(4, "a", {"session": "a", "seq": 4}) == jl.Verdict(False, True)  # resend: ack again
     assert v(7, "a", {"session": "a", "seq": 4}) == jl.Verdict(False, False)  # gap: wait
     assert v(1, "b", {"session": "a", "seq": 4}) == jl.Verdict(True, True)  # controller rebooted
+    # the controller says its buffer starts at 7: accept from there, and report the gap
+    assert v(7, "a", {"session": "a", "seq": 4}, oldest=7) == jl.Verdict(True, True, gap=2)
+    assert v(9, "c", None, oldest=9) == jl.Verdict(True, True, gap=8)
+    assert v(8, "a", {"session": "a", "seq": 4}, oldest=7) == jl.Verdict(False, False)
     assert v(None, None, None) == jl.Verdict(True, False)
     assert jl.ack(3) == b'{"ack":3}\n' and json.loads(jl.ack(4, "bad"))["error"] == "bad"
 
