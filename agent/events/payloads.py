@@ -61,9 +61,9 @@ class TestMeasurement(_Payload):
     __test__ = False
 
     name: str
+    status: TestResult  # required: a verdict is never implied (omit_defaults would hide a default "pass")
     value: float | bool | str | None = None
     unit: str = ""
-    status: TestResult = TestResult.PASS
     low_limit: float | None = None
     high_limit: float | None = None
     nominal: float | None = None
@@ -71,14 +71,19 @@ class TestMeasurement(_Payload):
 
     def is_within_limits(self) -> bool:
         """Whether a numeric value satisfies its limits; a measurement with no limits is within them."""
-        if not isinstance(self.value, (int, float)) or isinstance(self.value, bool):
-            return self.status is TestResult.PASS
-        v = self.value
-        if self.low_limit is not None and v < self.low_limit:
-            return False
-        if self.high_limit is not None and v > self.high_limit:
-            return False
-        return True
+        return within_limits(self.value, self.low_limit, self.high_limit, self.status)
+
+
+def within_limits(value: object, low: float | None, high: float | None,
+                  status: TestResult = TestResult.PASS) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return status is TestResult.PASS
+    v = value
+    if low is not None and v < low:
+        return False
+    if high is not None and v > high:
+        return False
+    return True
 
 
 class TestStep(_Payload):

@@ -7,7 +7,7 @@ device's own verdict can be wrong). Result words arrive in many spellings (``"pa
 
 from __future__ import annotations
 
-from ..events.payloads import TestMeasurement, TestResult
+from ..events.payloads import TestMeasurement, TestResult, within_limits
 
 _RESULT_WORDS = {
     "pass": TestResult.PASS, "passed": TestResult.PASS, "p": TestResult.PASS, "ok": TestResult.PASS,
@@ -31,18 +31,19 @@ def read_result(word: object) -> TestResult:
 
 def judged(name: str, value: float | bool | str | None, unit: str = "", low: float | None = None,
            high: float | None = None, nominal: float | None = None) -> TestMeasurement:
-    """A measurement whose status the agent computed: numeric against limits, boolean as pass/fail."""
+    """A measurement whose status the agent computed: numeric against limits, boolean as pass/fail, a missing
+    value (no answer, overload) as an error."""
     if isinstance(value, bool):
         return TestMeasurement(name=name, value=value, unit=unit, comp_op="LOG",
                                status=TestResult.PASS if value else TestResult.FAIL)
     if value is None:
-        return TestMeasurement(name=name, value=None, unit=unit, low_limit=low, high_limit=high, nominal=nominal,
-                               status=TestResult.ERROR, comp_op=_comp_op(low, high))
-    m = TestMeasurement(name=name, value=value, unit=unit, low_limit=low, high_limit=high, nominal=nominal,
-                        comp_op=_comp_op(low, high))
-    if isinstance(value, (int, float)):
-        m.status = TestResult.PASS if m.is_within_limits() else TestResult.FAIL
-    return m
+        status = TestResult.ERROR
+    elif isinstance(value, (int, float)):
+        status = TestResult.PASS if within_limits(value, low, high) else TestResult.FAIL
+    else:
+        status = TestResult.PASS  # a string value is recorded, not judged
+    return TestMeasurement(name=name, value=value, unit=unit, low_limit=low, high_limit=high, nominal=nominal,
+                           status=status, comp_op=_comp_op(low, high))
 
 
 def _comp_op(low: float | None, high: float | None) -> str:

@@ -19,7 +19,7 @@ def full_result() -> TestResultEvent:
                         step_type="numeric_limit", message="VCC low",
                         measurements=[TestMeasurement(name="VCC", value=3.1, unit="V", status=TestResult.FAIL,
                                                       low_limit=3.2, high_limit=3.4, nominal=3.3, comp_op="GELE"),
-                                      TestMeasurement(name="OK", value=True, comp_op="LOG")])],
+                                      TestMeasurement(name="OK", status=TestResult.PASS, value=True, comp_op="LOG")])],
     )
 
 
@@ -110,9 +110,16 @@ def test_event_type_helpers():
 
 
 def test_measurement_limits():
-    assert TestMeasurement(name="v", value=3.3, low_limit=3.2, high_limit=3.4).is_within_limits()
-    assert not TestMeasurement(name="v", value=3.5, low_limit=3.2, high_limit=3.4).is_within_limits()
-    assert not TestMeasurement(name="v", value=3.1, low_limit=3.2).is_within_limits()
+    P = TestResult.PASS
+    assert TestMeasurement(name="v", status=P, value=3.3, low_limit=3.2, high_limit=3.4).is_within_limits()
+    assert not TestMeasurement(name="v", status=P, value=3.5, low_limit=3.2, high_limit=3.4).is_within_limits()
+    assert not TestMeasurement(name="v", status=P, value=3.1, low_limit=3.2).is_within_limits()
+    # a measurement always carries its verdict on the wire, even the default-looking "pass"
+    ev = Event.create("test.result", full_result())
+    assert b'"status":"pass"' in encode(ev)
+    with pytest.raises(EventValidationError, match="status"):
+        Event.create("test.result", {"unit_id": "U", "result": "pass", "start_time": "2026-01-01T00:00:00Z",
+                                     "steps": [{"name": "s", "status": "pass", "measurements": [{"name": "m"}]}]})
     assert msgspec.to_builtins(TestResult.PASS) == "pass"
 
 
