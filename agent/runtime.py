@@ -77,6 +77,10 @@ class Agent:
             from .sources.serial import make_serial_source
 
             self.sources.extend(make_serial_source(s) for s in cfg.sources.serial)
+        if cfg.sources.gpio:
+            from .sources.gpio import GpioSource
+
+            self.sources.append(GpioSource(cfg.sources.gpio))
         for src in self.sources:
             self.bus.register_transport(src)
 

@@ -75,6 +75,7 @@ class EventBus:
         self._breaker_factory = circuit_breaker_factory
         self._lock = threading.RLock()
         self._running = False
+        self._stopping = False
 
     # ------------------------------------------------------------------------------------------------ info
     @property
@@ -245,24 +246,33 @@ class EventBus:
         """Stop transports, then subscribers (each finishes or abandons its current event, unacknowledged, so it
         is redelivered next time), then flush cursors. Returns False if some subscriber did not stop in time."""
         with self._lock:
-            if not self._running:
+            if not self._running or self._stopping:
                 return True
-            for t in reversed(self._transports):
+            self._stopping = True
+            transports = list(self._transports)
+        # Outside the lock: a transport may unregister its own handlers while it stops.
+        try:
+            for t in reversed(transports):
                 try:
                     t.stop()
                 except Exception:  # noqa: BLE001 - keep stopping the rest
                     log.exception("stopping transport %s failed", t.name)
             ok = self._stop_subscribers(timeout)
-            self._running = False
+        finally:
+            with self._lock:
+                self._running = False
+                self._stopping = False
         self.journal.flush()
         return ok
 
     def _stop_subscribers(self, timeout: float) -> bool:
-        for sub in self._subscriptions.values():
+        with self._lock:
+            subs = list(self._subscriptions.values())
+        for sub in subs:
             sub.stop()
         deadline = time.monotonic() + timeout
         ok = True
-        for sub in self._subscriptions.values():
+        for sub in subs:
             if not sub.join(max(0.0, deadline - time.monotonic())):
                 log.warning("subscriber %s did not stop within %.1fs; its current event will be redelivered",
                             sub.name, timeout)

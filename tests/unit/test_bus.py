@@ -330,3 +330,24 @@ def test_lifecycle_starts_in_order_and_rolls_back_a_failed_start():
     with pytest.raises(RuntimeError, match="sink broke"):
         bad.start()
     assert order == ["start bus", "stop bus"] and bad.state is LifecycleState.ERROR
+
+
+def test_a_transport_may_unregister_its_handler_while_the_bus_stops(journal):
+    from agent.events import ThreadedTransport
+
+    class WithLamp(ThreadedTransport):
+        def run(self, stop):
+            self._bus.register_handler(lambda e: None, name="lamp", durable=False)
+            self.mark_connected()
+            stop.wait()
+            self._bus.unregister_handler("lamp")  # needs the bus while it is stopping
+
+    bus = EventBus(journal)
+    t = WithLamp("lamp-source")
+    bus.register_transport(t)
+    bus.start()
+    assert wait_until(lambda: t.is_connected)
+    started = time.monotonic()
+    assert bus.stop(timeout=5)
+    assert time.monotonic() - started < 1.0  # no lock-order stall until the join timed out
+    assert bus.handler_count == 0
