@@ -44,6 +44,7 @@ class Agent:
         self._lock_fd: int | None = None
         self.health_server: Any = None
         self.sources: list[BaseTransport] = []
+        self._simulators: list[Any] = []
 
     # ------------------------------------------------------------------------------------------------ build
     def build(self) -> None:
@@ -76,7 +77,10 @@ class Agent:
         if cfg.sources.serial:
             from .sources.serial import make_serial_source
 
-            self.sources.extend(make_serial_source(s) for s in cfg.sources.serial)
+            for s in cfg.sources.serial:
+                if s.port.startswith("simulator:"):
+                    s = self._start_simulator(s)
+                self.sources.append(make_serial_source(s))
         if cfg.sources.gpio:
             from .sources.gpio import GpioSource
 
@@ -90,6 +94,23 @@ class Agent:
             host, port = parse_listen(cfg.metrics.listen)
             self.health_server = HealthServer(host, port, self.metrics_text, self.health)
             self.lifecycle.add_component(self.health_server, priority=5)
+
+    def _start_simulator(self, s):
+        """``port = "simulator:jsonl"`` (or ``simulator:scpi``): a simulated fixture on a real pseudo-terminal,
+        started with the agent, so the demo runs the real serial path with nothing plugged in."""
+        import msgspec
+
+        from . import simulator
+
+        protocol = s.port.split(":", 1)[1] or "jsonl"
+        if protocol not in ("jsonl", "scpi"):
+            raise ValueError(f"sources.serial {s.name}: port {s.port!r}: use simulator:jsonl or simulator:scpi")
+        link = self.config.data_dir / f"{s.name}.tty"
+        kw = {"interval": 1.0, "asset_id": s.asset_id} if protocol == "jsonl" else {}
+        pty, _device, _thread = simulator.start(protocol, link=link, garbage_rate=0.02, **kw)
+        self._simulators.append(pty)
+        log.info("sources.serial %s: simulated %s fixture on %s (%s)", s.name, protocol, pty.path, link)
+        return msgspec.structs.replace(s, port=str(link))
 
     def _take_lock(self) -> None:
         """One agent per journal: a second one would deliver everything twice."""
@@ -184,6 +205,8 @@ class Agent:
 
     def close(self) -> None:
         self.lifecycle.stop()
+        for pty in self._simulators:
+            pty.close()
         if getattr(self, "journal", None) is not None:
             self.journal.close()
         if self._lock_fd is not None:
