@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level or cfg.agent.log_level)
     try:
         return Agent(cfg).run(duration=args.for_seconds)
-    except AgentAlreadyRunning as e:
+    except (AgentAlreadyRunning, ConfigError) as e:
         print(f"fixture-agent: {e}", file=sys.stderr)
         return EXIT_ERROR
 
@@ -427,10 +427,12 @@ def _chain(cfg: Config):
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     cfg = _config(args)  # raises ConfigError with file and key
+    sources = ([f"serial:{s.name}" for s in cfg.sources.serial] + (["gpio"] if cfg.sources.gpio else [])
+               + (["simulated"] if cfg.sources.simulated else []))
     doc = {"ok": True, "file": cfg.source_path, "station": cfg.agent.station, "journal": str(cfg.journal_path),
-           "sources": [n for n in ("simulated",) if getattr(cfg.sources, n)], "sinks": cfg.enabled_sinks()}
+           "sources": sources, "sinks": cfg.enabled_sinks()}
     _out(args, doc, f"{cfg.source_path}: ok (station {cfg.agent.station}, journal {cfg.journal_path}, "
-                    f"sinks: {', '.join(doc['sinks']) or 'none'})")
+                    f"sources: {', '.join(sources) or 'none'}, sinks: {', '.join(doc['sinks']) or 'none'})")
     return EXIT_OK
 
 

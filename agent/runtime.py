@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import Config, parse_listen
+from .config import Config, ConfigError, parse_listen
 from .events.bus import EventBus
 from .events.chain import EnrichmentMiddleware, HandlerChain, ValidationMiddleware
 from .events.journal import Journal, read_stats
@@ -75,6 +75,7 @@ class Agent:
 
             self.sources.append(SimulatedFixture(cfg.sources.simulated, cfg.agent.station))
         if cfg.sources.serial:
+            _require("serial", "sources.serial", "serial")
             from .sources.serial import make_serial_source
 
             for s in cfg.sources.serial:
@@ -82,6 +83,7 @@ class Agent:
                     s = self._start_simulator(s)
                 self.sources.append(make_serial_source(s))
         if cfg.sources.gpio:
+            _require("gpiozero", "sources.gpio", "gpio")
             from .sources.gpio import GpioSource
 
             self.sources.append(GpioSource(cfg.sources.gpio))
@@ -212,6 +214,14 @@ class Agent:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _require(module: str, section: str, extra: str) -> None:
+    """Fail at start, naming the fix, rather than retrying a source that can never work."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{section} needs the {module} package: pip install 'fixture-agent[{extra}]'")
 
 
 class SystemdNotifier:
