@@ -36,7 +36,7 @@ from agent.events.model import encode  # noqa: E402
 PAYLOAD = {"unit_id": "SN2611220001", "result": "pass", "start_time": "2026-11-22T10:00:00Z",
            "part_number": "PCBA-100", "revision": "A", "station_id": "ict-01",
            "steps": [{"name": "VCC", "status": "pass", "measurements": [
-               {"name": "VCC_3V3", "value": 3.301, "unit": "V", "low_limit": 3.2, "high_limit": 3.4,
+               {"name": "VCC_3V3", "status": "pass", "value": 3.301, "unit": "V", "low_limit": 3.2, "high_limit": 3.4,
                 "comp_op": "GELE"}]}]}
 
 

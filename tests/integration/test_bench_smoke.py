@@ -1,0 +1,18 @@
+"""The benchmarks still run (small counts): a benchmark that rots is worse than none."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_bench_quick_runs_and_reports_every_figure():
+    out = subprocess.run([sys.executable, "bench/run.py", "--quick", "--no-write"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads(out.stdout)
+    assert set(doc) >= {"publish_8_threads", "publish_many", "publish_stdin", "serial", "memory", "import"}
+    assert doc["publish_8_threads"]["events_per_commit"] > 1  # group commit happened
+    assert doc["serial"]["agent_lines_per_s_durable"] > 0
+    assert doc["memory"]["demo_config"]["rss_mb_max"] > 5
