@@ -1,0 +1,259 @@
+"""A WATS stand-in: a real HTTP server that enforces the contract in ``reference/wats-api.md``.
+
+What it checks: the Basic auth header (a wrong or missing token is 401), ``Content-Type``, the WSJF report's
+required top-level keys and their casing and types (400 with a reason otherwise), single-limit compOps carrying
+``lowLimit`` only, ``start`` with an offset, a ``startUTC`` in Z, an existing ``processCode``, and no report dated
+in the future. What it counts: every POST per report id (``receive_count``), so a test can tell "exactly once by
+id" from "sent twice".
+
+What it can be told to do (``faults``): answer 429 with Retry-After in seconds or as an HTTP date, answer 503 for
+the next N requests, be slow, reset the connection after reading a request (the ambiguous failure: the report
+was stored but the client never heard), or reject some report ids with 400 (poison).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+REQUIRED = {"type": str, "id": str, "pn": str, "sn": str, "rev": str, "processCode": int, "result": str,
+            "machineName": str, "location": str, "purpose": str, "start": str, "startUTC": str, "uut": dict,
+            "root": dict}
+SINGLE = {"EQ", "NE", "LT", "LE", "GT", "GE", "EQT"}
+
+
+@dataclass
+class Faults:
+    rate_limit_next: int = 0  # answer 429 to the next N requests
+    retry_after: str = "1"  # seconds, or "date" for an HTTP-date one second ahead
+    unavailable_next: int = 0  # answer 503 to the next N requests
+    delay: float = 0.0  # seconds before answering
+    reset_after_read_next: int = 0  # store the report, then drop the connection without a response
+    poison_ids: set[str] = field(default_factory=set)  # always 400
+
+
+class WatsStandIn:
+    def __init__(self, token: str = "dGVzdDp0ZXN0", processes: list[dict] | None = None) -> None:
+        self.token = token
+        self.processes = processes or [
+            {"code": 10, "name": "SW Debug", "isTestOperation": True, "isRepairOperation": False, "isWipOperation": False},
+            {"code": 50, "name": "PCBA test", "isTestOperation": True, "isRepairOperation": False, "isWipOperation": False},
+            {"code": 90, "name": "Burn In test", "isTestOperation": True, "isRepairOperation": False, "isWipOperation": False},
+            {"code": 500, "name": "Repair", "isTestOperation": False, "isRepairOperation": True, "isWipOperation": False},
+        ]
+        self.faults = Faults()
+        self.lock = threading.Lock()
+        self.reports: dict[str, dict] = {}
+        self.receive_count: Counter[str] = Counter()
+        self.rejected: list[tuple[int, str]] = []
+        self.requests: Counter[str] = Counter()
+        self.assets: dict[str, dict[str, Any]] = defaultdict(lambda: {"runningCount": 0, "totalCount": 0,
+                                                                       "state": 0, "log": []})
+        self.up = True
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                outer._handle(self, "GET")
+
+            def do_POST(self) -> None:  # noqa: N802
+                outer._handle(self, "POST")
+
+            def do_PUT(self) -> None:  # noqa: N802
+                outer._handle(self, "PUT")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # --------------------------------------------------------------------------------------------- helpers
+    @property
+    def unique_reports(self) -> int:
+        with self.lock:
+            return len(self.reports)
+
+    def duplicates(self) -> dict[str, int]:
+        with self.lock:
+            return {k: v for k, v in self.receive_count.items() if v > 1}
+
+    def _send(self, h: BaseHTTPRequestHandler, code: int, body: Any = None, headers: dict[str, str] | None = None):
+        data = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        h.send_response(code)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(data)
+
+    @staticmethod
+    def _reset(h: BaseHTTPRequestHandler) -> None:
+        """Close with RST: the client sent everything and will never see an answer."""
+        h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        h.close_connection = True
+        h.connection.close()
+
+    # --------------------------------------------------------------------------------------------- routing
+    def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        length = int(h.headers.get("Content-Length") or 0)
+        body = h.rfile.read(length) if length else b""
+        url = urlsplit(h.path)
+        route = f"{method} {url.path.lower()}"
+        with self.lock:
+            self.requests[route] += 1
+        f = self.faults
+        if f.delay:
+            time.sleep(f.delay)
+        if not self.up:
+            self._reset(h)
+            return
+        if h.headers.get("Authorization") != f"Basic {self.token}":
+            self._send(h, 401, {"message": "Authorization has been denied for this request."})
+            return
+        with self.lock:
+            if f.unavailable_next > 0:
+                f.unavailable_next -= 1
+                code = 503
+            elif f.rate_limit_next > 0:
+                f.rate_limit_next -= 1
+                code = 429
+            else:
+                code = 0
+        if code == 503:
+            self._send(h, 503, {"message": "Service Unavailable"})
+            return
+        if code == 429:
+            ra = (format_datetime(datetime.now(timezone.utc) + timedelta(seconds=1), usegmt=True)
+                  if f.retry_after == "date" else f.retry_after)
+            self._send(h, 429, {"message": "Too Many Requests"}, {"Retry-After": ra})
+            return
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if route == "GET /api/app/processes":
+            self._send(h, 200, self.processes)
+        elif route == "GET /api/app/version":
+            self._send(h, 200, {"version": "25.3.0"})
+        elif route == "POST /api/report/wsjf":
+            self._report(h, body)
+        elif route in ("PUT /api/asset/setrunningcount", "PUT /api/asset/settotalcount"):
+            sn = q.get("serialNumber")
+            key, param = (("runningCount", "runningCount") if "running" in route else ("totalCount", "totalCount"))
+            if not sn or param not in q:
+                self._send(h, 400, {"message": f"serialNumber and {param} are required"})
+                return
+            with self.lock:
+                self.assets[sn][key] = int(q[param])
+            self._send(h, 200, {"serialNumber": sn, key: int(q[param])})
+        elif route == "PUT /api/asset/count":
+            sn = q.get("serialNumber")
+            n = int(q.get("incrementBy", "0"))
+            with self.lock:
+                self.assets[sn]["runningCount"] += n
+                self.assets[sn]["totalCount"] += n
+            self._send(h, 200, {"serialNumber": sn})
+        elif route == "PUT /api/asset/state":
+            with self.lock:
+                self.assets[q.get("serialNumber", "")]["state"] = int(q.get("state", "0"))
+            self._send(h, 200, {})
+        else:
+            self._send(h, 404, {"message": f"no route {route}"})
+
+    def _report(self, h: BaseHTTPRequestHandler, body: bytes) -> None:
+        if not (h.headers.get("Content-Type") or "").startswith("application/json"):
+            self._send(h, 415, {"message": "Content-Type must be application/json"})
+            return
+        try:
+            report = json.loads(body)
+        except ValueError as e:
+            self._send(h, 400, {"message": f"invalid JSON: {e}"})
+            return
+        problem = self.validate(report)
+        rid = report.get("id") if isinstance(report, dict) else None
+        if problem is None and rid in self.faults.poison_ids:
+            problem = f"report {rid} rejected (poison)"
+        if problem:
+            with self.lock:
+                self.rejected.append((400, problem))
+            self._send(h, 400, {"message": problem})
+            return
+        with self.lock:
+            self.reports[rid] = report
+            self.receive_count[rid] += 1
+            reset = self.faults.reset_after_read_next > 0
+            if reset:
+                self.faults.reset_after_read_next -= 1
+        if reset:
+            self._reset(h)
+            return
+        self._send(h, 200, {"ID": rid})
+
+    def validate(self, r: Any) -> str | None:
+        if not isinstance(r, dict):
+            return "a report must be one JSON object"
+        for key, typ in REQUIRED.items():
+            if key not in r:
+                lower = {k.lower(): k for k in r}
+                hint = f" (found {lower[key.lower()]!r}: keys are case-sensitive)" if key.lower() in lower else ""
+                return f"missing required field {key!r}{hint}"
+            if not isinstance(r[key], typ) or (typ is int and isinstance(r[key], bool)):
+                return f"{key} must be {typ.__name__}"
+        if r["type"] != "T":
+            return "type must be T for a UUT report"
+        if r["result"] not in ("P", "F", "E", "T"):
+            return f"result {r['result']!r} is not one of P, F, E, T"
+        for key in ("pn", "sn", "rev", "machineName", "location", "purpose"):
+            if not r[key] or len(r[key]) > 100:
+                return f"{key} must be 1-100 characters"
+        if r["processCode"] not in {p["code"] for p in self.processes if p["isTestOperation"]}:
+            return f"processCode {r['processCode']} is not a test operation"
+        try:
+            start = datetime.fromisoformat(r["start"])
+            start_utc = datetime.fromisoformat(r["startUTC"].replace("Z", "+00:00"))
+        except ValueError as e:
+            return f"start/startUTC: {e}"
+        if start.tzinfo is None:
+            return "start must carry a UTC offset"
+        if not r["startUTC"].endswith("Z") or abs((start - start_utc).total_seconds()) > 1:
+            return "startUTC must be the same instant as start, in Z"
+        if start_utc > datetime.now(timezone.utc) + timedelta(minutes=5):
+            return "report is dated in the future (would be quarantined)"
+        return self._check_step(r["root"], "root")
+
+    def _check_step(self, s: dict, where: str) -> str | None:
+        for key in ("stepType", "name", "status"):
+            if key not in s:
+                return f"{where}: missing {key}"
+        if s["status"] not in ("P", "F", "S", "D", "E", "T"):
+            return f"{where}: status {s['status']!r}"
+        for m in s.get("numericMeas", []):
+            op = m.get("compOp")
+            if op in SINGLE and ("lowLimit" not in m or m.get("highLimit") is not None):
+                return f"{where}: single-limit compOp {op} takes lowLimit only"
+        for i, child in enumerate(s.get("steps", [])):
+            problem = self._check_step(child, f"{where}.steps[{i}]")
+            if problem:
+                return problem
+        return None
