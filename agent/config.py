@@ -206,10 +206,33 @@ class SourcesSection(_Section):
 
 
 class WatsSinkSection(_Section, kw_only=True):
+    """The WATS uplink. The token comes from ``token_file`` (mode 0600) or the ``token_env`` variable."""
+
     url: str
     enabled: bool = True
     token_file: str | None = None
+    token_env: str = "FIXTURE_AGENT_WATS_TOKEN"
     verify_tls: bool = True
+    timeout: float | str = "30s"
+    #: test type ("test", "selftest", "poll", "inspection" …) → WATS test operation code
+    process_codes: dict[str, int] = {}
+    default_process_code: int | None = None
+    default_part_number: str | None = None
+    default_revision: str = "1"
+    operator: str = "fixture-agent"
+    requests_per_minute: int = 500
+    require_clock_sync: bool = True
+    processes_refresh: float | str = "1h"
+    retry_max: float | str = "5m"  # the longest wait between attempts while WATS is away
+
+    def __post_init__(self) -> None:
+        self.timeout = parse_duration(self.timeout)
+        self.processes_refresh = parse_duration(self.processes_refresh)
+        self.retry_max = parse_duration(self.retry_max)
+        if not self.url.startswith(("https://", "http://")):
+            raise ValueError(f"url {self.url!r} must start with https:// (or http:// for a test server)")
+        if self.requests_per_minute <= 0:
+            raise ValueError("requests_per_minute must be > 0")
 
 
 class MqttSinkSection(_Section):
@@ -242,6 +265,18 @@ class Config(_Section):
 
     #: Where this config was read from (not a TOML key).
     source_path: str = ""
+
+    def __post_init__(self) -> None:
+        w = self.sinks.wats
+        if w is not None and w.enabled:
+            # WSJF requires these on every report: a missing one is the station's config, not a bad event,
+            # so it must stop the agent at start instead of dead-lettering every result.
+            missing = [k for k in ("location", "purpose") if not getattr(self.agent, k)]
+            if missing:
+                raise ValueError(f"sinks.wats needs agent.{' and agent.'.join(missing)} (every WATS report carries them)")
+            if not w.process_codes and w.default_process_code is None:
+                raise ValueError("sinks.wats needs process_codes (test type → WATS test operation code) or "
+                                 "default_process_code")
 
     @property
     def data_dir(self) -> Path:

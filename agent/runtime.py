@@ -28,7 +28,8 @@ log = logging.getLogger("agent")
 
 #: Sinks this version can configure but does not yet implement. Their durable cursor is registered, so the
 #: journal keeps every event for them (the demo's "buffering" uplinks); status shows them as parked.
-PARKED_SINKS = {"wats": "WATS uplink", "mqtt": "MQTT telemetry", "cfx": "CFX endpoint"}
+PARKED_SINKS = {"mqtt": "MQTT telemetry", "cfx": "CFX endpoint"}
+BUILT_SINKS = {"wats"}
 
 
 class AgentAlreadyRunning(RuntimeError):
@@ -44,6 +45,7 @@ class Agent:
         self._lock_fd: int | None = None
         self.health_server: Any = None
         self.sources: list[BaseTransport] = []
+        self.wats: Any = None
         self._simulators: list[Any] = []
 
     # ------------------------------------------------------------------------------------------------ build
@@ -62,7 +64,16 @@ class Agent:
         self.bus = EventBus(self.journal, name=f"bus:{cfg.agent.station}", chain=chain, metrics=self.metrics)
         self.lifecycle.add_event_bus(self.bus, priority=10)
 
+        if cfg.sinks.wats and cfg.sinks.wats.enabled:
+            _require("httpx", "sinks.wats", "wats")
+            from .sinks.wats import WatsSink
+
+            self.wats = WatsSink(cfg.sinks.wats, station=cfg.agent.station, location=cfg.agent.location,
+                                 purpose=cfg.agent.purpose, data_dir=cfg.data_dir)
+            self.bus.register_handler(self.wats)
         for name in cfg.enabled_sinks():
+            if name in BUILT_SINKS:
+                continue
             self.journal.register_subscriber(name)
             self.journal.set_subscriber_state(name, "parked", f"{PARKED_SINKS[name]} is not in this version; "
                                               "events are kept in the journal for it")
@@ -131,7 +142,7 @@ class Agent:
         self._lock_fd = fd
 
     def _warn_unconfigured_subscribers(self) -> None:
-        configured = set(self.config.enabled_sinks())
+        configured = set(self.config.enabled_sinks()) | {s.name for s in self.bus.subscriptions() if s.durable}
         for sub in self.journal.stats().subscribers:
             if sub["name"] not in configured and sub["backlog"]:
                 log.warning("subscriber %s is in the journal but not configured; it holds %d events. "
@@ -156,8 +167,8 @@ class Agent:
         if stats.stale_results:
             warnings.append(f"{stats.stale_results} undelivered results older than journal.max_age")
         for s in self.bus.subscriptions():
-            if s.state in ("circuit_open", "failed"):
-                warnings.append(f"subscriber {s.name}: {s.state} ({s.last_error})")
+            if s.state in ("circuit_open", "failed", "retrying"):
+                warnings.append(f"subscriber {s.name}: {s.state}: {s.last_error}")
         for t in self.sources:
             if t.state.value == "error":
                 warnings.append(f"source {t.name}: {t.get_stats()['last_error']}")
@@ -207,6 +218,8 @@ class Agent:
 
     def close(self) -> None:
         self.lifecycle.stop()
+        if getattr(self, "wats", None) is not None:
+            self.wats.close()
         for pty in self._simulators:
             pty.close()
         if getattr(self, "journal", None) is not None:

@@ -339,8 +339,11 @@ def run_agent_sample(cfg: Path, seconds: float) -> dict:
 
 def agent_config(tmp: Path, name: str, simulated: bool, data: Path) -> Path:
     cfg = tmp / f"{name}.toml"
-    text = (f'[agent]\nstation = "bench"\ndata_dir = "{data}"\n[journal]\nmax_bytes = "4GB"\n'
-            f'[metrics]\nenabled = false\n[sinks.wats]\nurl = "https://wats.invalid"\n')
+    # the WATS uplink as in the demo: configured, no token yet, so it holds its backlog in the journal
+    text = (f'[agent]\nstation = "bench"\nlocation = "Bench"\npurpose = "Bench"\ndata_dir = "{data}"\n'
+            f'[journal]\nmax_bytes = "4GB"\n[metrics]\nenabled = false\n'
+            f'[sinks.wats]\nurl = "https://wats.invalid"\ntoken_file = "{data}/wats.token"\n'
+            f'default_process_code = 10\ndefault_part_number = "BENCH"\n')
     if simulated:
         text += '[sources.simulated]\ninterval = "1s"\n'
     cfg.write_text(text)

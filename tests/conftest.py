@@ -36,6 +36,8 @@ def write_config(tmp_path):
         text = textwrap.dedent(f"""
             [agent]
             station = "test-station"
+            location = "Line 1"
+            purpose = "Test"
             data_dir = "{tmp_path / 'data'}"
             [journal]
             max_bytes = "{max_bytes}"

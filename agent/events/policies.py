@@ -28,7 +28,12 @@ class PermanentError(Exception):
 
 
 class TransientError(Exception):
-    """Raise from a handler when the failure is the outside world's (network, 5xx) and a retry may succeed."""
+    """Raise from a handler when the failure is the outside world's (network, 5xx) and a retry may succeed.
+    ``retry_after`` (seconds) is honoured as the minimum wait before the next attempt."""
+
+    def __init__(self, message: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 # ------------------------------------------------------------------------------------------------------ retry
@@ -368,7 +373,9 @@ class ErrorPolicy:
         """``event.metadata.retry_count`` = attempts that failed before this one."""
         self._breaker.record_failure()
         if self.retry_policy.should_retry(event, error):
-            return FailureDecision(retry=True, delay=self.retry_policy.get_delay(event))
+            # A server that said when to come back (HTTP Retry-After) is believed over our own backoff.
+            delay = max(self.retry_policy.get_delay(event), float(getattr(error, "retry_after", 0) or 0))
+            return FailureDecision(retry=True, delay=delay)
         if self._dlq is None:
             raise RuntimeError("ErrorPolicy has no dead-letter queue bound; register it on a bus first")
         entry = self._dlq.add(event, error, handler_name)

@@ -78,7 +78,9 @@ def test_config_check(write_config, tmp_path):
 def test_secrets_never_in_config_output(write_config, tmp_path):
     token = tmp_path / "wats.token"
     token.write_text("s3cr3t-token-value")
-    cfg = write_config(f'[sinks.wats]\nurl = "https://wats.invalid"\ntoken_file = "{token}"\n')
+    token.chmod(0o600)
+    cfg = write_config(f'[sinks.wats]\nurl = "https://wats.invalid"\ntoken_file = "{token}"\n'
+                       'default_process_code = 10\n')
     for args in (("config", "check", "--json"), ("status", "--json"), ("status",)):
         out = run_cli(*args, "-c", str(cfg), check=True)
         assert "s3cr3t" not in out.stdout + out.stderr

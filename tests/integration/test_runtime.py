@@ -43,7 +43,10 @@ def counters(cfg):
 
 def test_agent_runs_serves_metrics_and_health_and_stops_on_sigterm(write_config):
     port = free_port()
-    cfg = write_config('[sinks.wats]\nurl = "https://wats.invalid"\n', simulated=True, metrics_port=port)
+    # WATS configured but without a token: the uplink holds its events in the journal and says why
+    cfg = write_config('[sinks.wats]\nurl = "https://wats.invalid"\ndefault_process_code = 10\n'
+                       'default_part_number = "PN"\nrequire_clock_sync = false\n'
+                       'token_env = "FIXTURE_AGENT_TEST_NO_SUCH_TOKEN"\n', simulated=True, metrics_port=port)
     proc = start_agent(cfg)
     try:
         code, body = wait_http(f"http://127.0.0.1:{port}/healthz")
@@ -59,7 +62,9 @@ def test_agent_runs_serves_metrics_and_health_and_stops_on_sigterm(write_config)
         status = json.loads(run_cli("status", "-c", str(cfg), "--json", check=True).stdout)
         assert status["agent_running"] and status["agent_pid"] == proc.pid
         [wats] = status["subscribers"]
-        assert wats["name"] == "wats" and wats["state"] == "parked" and wats["backlog"] > 0
+        assert wats["name"] == "wats" and wats["state"] == "retrying" and wats["backlog"] > 0
+        assert "no WATS token" in wats["last_error"]
+        assert any("no WATS token" in w for w in json.loads(get(f"http://127.0.0.1:{port}/healthz")[1])["warnings"])
         # a script can publish while the agent runs
         out = run_cli("publish", "-c", str(cfg), "--type", "custom", "--payload", '{"from": "script"}', check=True)
         assert len(out.stdout.strip()) == 36

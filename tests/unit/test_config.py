@@ -29,6 +29,9 @@ def test_sizes_and_durations():
     ('[sources.simulated]\nfail_rate = 2\n', "site.toml: sources.simulated: fail_rate must be between 0 and 1"),
     ('[sinks.wats]\ntoken_file = "/x"\n', "site.toml: sinks.wats: Object missing required field `url`"),
     ('[agent\nstation = 1', "site.toml: not valid TOML"),
+    ('[sinks.wats]\nurl = "https://w"\nprocess_codes = { test = 1 }\n', "sinks.wats needs agent.location and agent.purpose"),
+    ('[agent]\nlocation = "L"\npurpose = "P"\n[sinks.wats]\nurl = "https://w"\n', "sinks.wats needs process_codes"),
+    ('[agent]\nlocation = "L"\npurpose = "P"\n[sinks.wats]\nurl = "ftp://w"\ndefault_process_code = 1\n', "must start with https://"),
 ])
 def test_errors_name_the_file_and_the_key(text, expected):
     with pytest.raises(ConfigError) as err:

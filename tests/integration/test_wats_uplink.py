@@ -1,0 +1,220 @@
+"""The WATS uplink against the stand-in server: backlog drain, poison, auth, Retry-After, clock, kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from datetime import datetime, timedelta, timezone
+
+import msgspec
+import pytest
+
+from agent.config import ConfigError, WatsSinkSection
+from agent.events import Event, EventBus, Journal
+from agent.sinks.wats import WatsSink, retry_after_seconds
+from tests.conftest import ROOT, cli_cmd, run_cli
+from tests.wats_standin import WatsStandIn
+
+
+@pytest.fixture
+def wats():
+    s = WatsStandIn()
+    yield s
+    s.close()
+
+
+def token_file(tmp_path, token, mode=0o600):
+    p = tmp_path / "wats.token"
+    p.write_text(token + "\n")
+    p.chmod(mode)
+    return p
+
+
+def sink_cfg(wats, tmp_path, **kw):
+    base = {"url": wats.url, "token_file": str(token_file(tmp_path, wats.token)), "process_codes": {"test": 50},
+            "default_part_number": "PN-1", "requests_per_minute": 1_000_000, "require_clock_sync": False,
+            "retry_max": "0.5s"}
+    base.update(kw)
+    return msgspec.convert(base, WatsSinkSection)
+
+
+def result(i=0, **custom):
+    start = datetime.now(timezone.utc) - timedelta(seconds=2)
+    return Event.create("test.result", {"unit_id": f"SN{i:06d}", "result": "pass", "start_time": start,
+                                        "steps": [{"name": "V", "status": "pass", "measurements": [
+                                            {"name": "V", "status": "pass", "value": 3.3, "low_limit": 3.2,
+                                             "high_limit": 3.4, "comp_op": "GELE"}]}],
+                                        "custom_data": custom})
+
+
+class Uplink:
+    def __init__(self, tmp_path, cfg, **kw):
+        self.journal = Journal(tmp_path / "journal.db", max_bytes=1 << 32)
+        self.bus = EventBus(self.journal)
+        self.sink = WatsSink(cfg, station="st-1", location="Line 1", purpose="Production", data_dir=tmp_path, **kw)
+        self.sub = self.bus.register_handler(self.sink)
+        self.bus.start()
+
+    def close(self):
+        self.bus.stop()
+        self.sink.close()
+        self.journal.close()
+
+
+def wait_for(pred, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_backlog_built_while_wats_is_down_drains_exactly_once(wats, tmp_path):
+    wats.up = False  # every request is reset before it is read: nothing stored
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path))
+    events = [result(i) for i in range(10_000)]
+    for k in range(0, len(events), 1000):
+        up.bus.publish_many(events[k:k + 1000])
+    assert wait_for(lambda: up.sub.state in ("retrying", "circuit_open"), 10)
+    assert wats.unique_reports == 0
+    wats.up = True
+    assert wait_for(lambda: wats.unique_reports == 10_000, 120), wats.unique_reports
+    assert up.journal.dead_letters() == []
+    up.close()
+    assert set(wats.reports) == {e.id for e in events}
+    assert wats.duplicates() == {}
+
+
+def test_poison_reports_are_dead_lettered_and_the_rest_flow(wats, tmp_path):
+    events = [result(i) for i in range(20)]
+    wats.faults.poison_ids = {events[3].id, events[11].id}
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path))
+    up.bus.publish_many(events)
+    assert wait_for(lambda: wats.unique_reports == 18 and len(up.journal.dead_letters()) == 2)
+    dl = up.journal.dead_letters()
+    up.close()
+    assert {d.event_id for d in dl} == wats.faults.poison_ids
+    assert all("WATS refused it (400)" in d.reason and "poison" in d.reason for d in dl)
+
+
+def test_unknown_process_code_is_a_dead_letter_not_a_retry_loop(wats, tmp_path):
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path, process_codes={"test": 50, "selftest": 77}))
+    up.bus.publish_many([result(1, test_type="selftest"), result(2)])
+    assert wait_for(lambda: wats.unique_reports == 1 and up.journal.dead_letters())
+    [dl] = up.journal.dead_letters()
+    up.close()
+    assert "processCode 77" in dl.reason and "not a test operation" in dl.reason
+    assert json.loads((tmp_path / "wats-processes.json").read_text())["test_codes"] == [10, 50, 90]
+
+
+def test_rejected_token_pauses_and_resumes_when_the_file_is_fixed(wats, tmp_path):
+    cfg = sink_cfg(wats, tmp_path)
+    token_file(tmp_path, "d3Jvbmc6dG9rZW4=")  # a wrong token
+    up = Uplink(tmp_path, cfg)
+    up.bus.publish(result(1))
+    assert wait_for(lambda: up.sub.state in ("retrying", "circuit_open") and "rejects the token" in (up.sub.last_error or ""))
+    def status():
+        return json.loads(run_cli("status", "-c", str(write_status_cfg(tmp_path)), "--json", check=True).stdout)
+
+    assert wait_for(lambda: "rejects the token" in (status()["subscribers"][0]["last_error"] or ""), 10)
+    doc = status()
+    assert doc["subscribers"][0]["backlog"] == 1
+    assert "d3Jvbmc6" not in json.dumps(doc) and wats.token not in json.dumps(doc)  # never shown
+    assert wats.unique_reports == 0 and up.journal.dead_letters() == []  # nothing dropped
+    token_file(tmp_path, wats.token)
+    assert wait_for(lambda: wats.unique_reports == 1, 10)
+    up.close()
+
+
+def write_status_cfg(tmp_path):
+    p = tmp_path / "status.toml"
+    p.write_text(f'[agent]\ndata_dir = "{tmp_path}"\n')
+    return p
+
+
+def test_token_file_readable_by_others_is_refused(wats, tmp_path):
+    cfg = sink_cfg(wats, tmp_path)
+    token_file(tmp_path, wats.token, mode=0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        WatsSink(cfg, station="s", location="l", purpose="p", data_dir=tmp_path)
+
+
+def test_retry_after_is_honoured_and_ambiguous_resets_resend_the_same_id(wats, tmp_path):
+    assert retry_after_seconds("3") == 3.0 and retry_after_seconds(None) is None
+    wats.faults.rate_limit_next = 1
+    wats.faults.retry_after = "2"
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path, retry_max="5s"))
+    t0 = time.monotonic()
+    ev = up.bus.publish(result(1))
+    assert wait_for(lambda: wats.unique_reports == 1, 10)
+    assert time.monotonic() - t0 >= 1.9  # waited as told, not our 0.x s backoff
+    wats.faults.reset_after_read_next = 1  # stored, but the answer never arrives
+    ev2 = up.bus.publish(result(2))
+    assert wait_for(lambda: wats.receive_count[ev2.id] == 2, 10)
+    up.close()
+    assert wats.unique_reports == 2 and wats.receive_count[ev.id] == 1
+
+
+def test_reports_are_held_until_the_clock_is_synchronized(wats, tmp_path):
+    synced = {"ok": False}
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path, require_clock_sync=True), clock_check=lambda: synced["ok"])
+    up.bus.publish(result(1))
+    assert wait_for(lambda: "clock is not synchronized" in (up.sub.last_error or ""))
+    assert wats.unique_reports == 0
+    synced["ok"] = True
+    assert wait_for(lambda: wats.unique_reports == 1, 10)
+    up.close()
+
+
+def test_counters_and_state_are_sent_absolute_and_other_types_skipped(wats, tmp_path):
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path))
+    now = datetime.now(timezone.utc)
+    up.bus.publish_many([
+        Event.create("asset.counters", {"asset_id": "FX-1", "running_count": 7, "total_count": 900, "timestamp": now}),
+        Event.create("asset.counters", {"asset_id": "FX-1", "running_count": 8, "total_count": 901, "timestamp": now}),
+        Event.create("asset.state_changed", {"asset_id": "FX-1", "new_state": "maintenance", "timestamp": now}),
+        Event.create("asset.telemetry", {"asset_id": "FX-1", "timestamp": now, "readings": {"t": 30.0}}),
+    ])
+    assert up.bus.wait_idle(10)
+    up.close()
+    assert wats.assets["FX-1"]["runningCount"] == 8 and wats.assets["FX-1"]["totalCount"] == 901
+    assert wats.assets["FX-1"]["state"] == 3
+    assert wats.requests["PUT /api/asset/count"] == 0  # never the non-idempotent increment
+
+
+def test_kill9_while_draining_loses_nothing_and_duplicates_no_id(wats, tmp_path, write_config):
+    tok = token_file(tmp_path, wats.token)
+    cfg = write_config(f"""
+[sinks.wats]
+url = "{wats.url}"
+token_file = "{tok}"
+process_codes = {{ test = 50 }}
+default_part_number = "PN-1"
+requests_per_minute = 1000000
+require_clock_sync = false
+retry_max = "0.5s"
+""")
+    wats.faults.delay = 0.002  # a little latency so the kills land mid-drain
+    start = (datetime.now(timezone.utc) - timedelta(seconds=5)).isoformat()
+    lines = "".join(json.dumps({"type": "test.result", "payload": {"unit_id": f"SN{i}", "result": "pass",
+                                                                   "start_time": start}}) + "\n" for i in range(3000))
+    ids = run_cli("publish", "-c", str(cfg), "--stdin", input=lines, check=True).stdout.split()
+    assert len(ids) == 3000
+    for k in range(4):
+        agent = subprocess.Popen(cli_cmd("run", "-c", str(cfg)), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        before = wats.unique_reports
+        assert wait_for(lambda: wats.unique_reports > before + 100, 30)
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait()
+    assert wats.unique_reports < 3000, "the kills should land before the drain is done"
+    agent = subprocess.Popen(cli_cmd("run", "-c", str(cfg)), cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: wats.unique_reports == 3000, 90), wats.unique_reports
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(15)
+    assert set(wats.reports) == set(ids)  # every report, under its event id: resends overwrite, never add
