@@ -111,6 +111,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         "sources": stats.sources,
         "counters": stats.counters,
     }
+    if cfg.sinks.wats is not None and cfg.sinks.wats.enabled:
+        from .events.model import EventType
+        from .sinks.wats import SENT_TYPES
+
+        doc["wats"] = {"sends": list(SENT_TYPES), "not_sent": [t.value for t in EventType if t.value not in SENT_TYPES]}
     lines = [
         f"station      {cfg.agent.station}  (agent {'running, pid ' + str(pid) if pid else 'not running'})",
         f"journal      {stats.path}",
@@ -144,6 +149,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                      f"oldest {_age(s['oldest_unacked_age_s']):<6} dead letters {s['dead_letters']}")
         if s["last_error"]:
             lines.append(f"  {'':<16} last: {s['last_error']}")
+        if s["name"] == "wats" and "wats" in doc:
+            lines.append(f"  {'':<16} sends: {', '.join(doc['wats']['sends'])}")
+            lines.append(f"  {'':<16} not sent to WATS: {', '.join(doc['wats']['not_sent'])}")
     _out(args, doc, "\n".join(lines))
     return EXIT_OK
 

@@ -224,6 +224,8 @@ class WatsSinkSection(_Section, kw_only=True):
     require_clock_sync: bool = True
     processes_refresh: float | str = "1h"
     retry_max: float | str = "5m"  # the longest wait between attempts while WATS is away
+    #: "absolute": SetRunningCount/SetTotalCount (WATS >= 25.3); "increment": Count?incrementBy from a ledger
+    counters_api: str = "absolute"
 
     def __post_init__(self) -> None:
         self.timeout = parse_duration(self.timeout)
@@ -233,6 +235,9 @@ class WatsSinkSection(_Section, kw_only=True):
             raise ValueError(f"url {self.url!r} must start with https:// (or http:// for a test server)")
         if self.requests_per_minute <= 0:
             raise ValueError("requests_per_minute must be > 0")
+        if self.counters_api not in ("absolute", "increment"):
+            raise ValueError(f"counters_api {self.counters_api!r} must be \"absolute\" (WATS >= 25.3) or "
+                             "\"increment\" (older servers)")
 
 
 class MqttSinkSection(_Section):

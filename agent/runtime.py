@@ -69,7 +69,7 @@ class Agent:
             from .sinks.wats import WatsSink
 
             self.wats = WatsSink(cfg.sinks.wats, station=cfg.agent.station, location=cfg.agent.location,
-                                 purpose=cfg.agent.purpose, data_dir=cfg.data_dir)
+                                 purpose=cfg.agent.purpose, data_dir=cfg.data_dir, journal=self.journal)
             self.bus.register_handler(self.wats)
         for name in cfg.enabled_sinks():
             if name in BUILT_SINKS:
@@ -167,7 +167,7 @@ class Agent:
         if stats.stale_results:
             warnings.append(f"{stats.stale_results} undelivered results older than journal.max_age")
         for s in self.bus.subscriptions():
-            if s.state in ("circuit_open", "failed", "retrying"):
+            if s.state in ("circuit_open", "failed", "retrying", "paused", "holding") and s.last_error:
                 warnings.append(f"subscriber {s.name}: {s.state}: {s.last_error}")
         for t in self.sources:
             if t.state.value == "error":

@@ -24,12 +24,17 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
+from uuid import NAMESPACE_URL, uuid5
 
 REQUIRED = {"type": str, "id": str, "pn": str, "sn": str, "rev": str, "processCode": int, "result": str,
             "machineName": str, "location": str, "purpose": str, "start": str, "startUTC": str, "uut": dict,
             "root": dict}
 SINGLE = {"EQ", "NE", "LT", "LE", "GT", "GE", "EQT"}
+
+
+def asset_id_of(serial: str) -> str:
+    return str(uuid5(NAMESPACE_URL, f"asset:{serial}"))
 
 
 @dataclass
@@ -59,6 +64,8 @@ class WatsStandIn:
         self.requests: Counter[str] = Counter()
         self.assets: dict[str, dict[str, Any]] = defaultdict(lambda: {"runningCount": 0, "totalCount": 0,
                                                                        "state": 0, "log": []})
+        self.increments: list[tuple[str, int]] = []
+        self.children: set[tuple[str, str, str, str]] = set()
         self.up = True
         outer = self
 
@@ -102,6 +109,14 @@ class WatsStandIn:
             return {k: v for k, v in self.receive_count.items() if v > 1}
 
     def _send(self, h: BaseHTTPRequestHandler, code: int, body: Any = None, headers: dict[str, str] | None = None):
+        if 200 <= code < 300 and h.command != "GET":
+            with self.lock:  # the change is made; now the client may never hear of it (ambiguous failure)
+                reset = self.faults.reset_after_read_next > 0
+                if reset:
+                    self.faults.reset_after_read_next -= 1
+            if reset:
+                self._reset(h)
+                return
         data = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
         h.send_response(code)
         h.send_header("Content-Type", "application/json")
@@ -174,11 +189,61 @@ class WatsStandIn:
             with self.lock:
                 self.assets[sn]["runningCount"] += n
                 self.assets[sn]["totalCount"] += n
+                self.increments.append((sn, n))
             self._send(h, 200, {"serialNumber": sn})
+        elif route == "POST /api/asset/resetrunningcount":
+            sn = q.get("serialNumber", "")
+            with self.lock:
+                self.assets[sn]["runningCount"] = 0
+                self._log(sn, 3, q.get("comment", ""))
+            self._send(h, 200, {})
         elif route == "PUT /api/asset/state":
             with self.lock:
                 self.assets[q.get("serialNumber", "")]["state"] = int(q.get("state", "0"))
             self._send(h, 200, {})
+        elif route == "GET /api/asset/log":
+            want = q.get("$filter", "").removeprefix("assetId eq '").removesuffix("'")
+            with self.lock:
+                entries = [e for a in self.assets.values() for e in a["log"] if e["assetId"] == want]
+            self._send(h, 200, sorted(entries, key=lambda e: e["date"], reverse=True)[:int(q.get("$top", "100"))])
+        elif route == "POST /api/asset/message":
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                doc = None
+            sn = self._serial_of(doc.get("assetId")) if isinstance(doc, dict) else None
+            if sn is None or not doc.get("comment"):
+                self._send(h, 400, {"message": "assetId (of an existing asset) and comment are required"})
+                return
+            with self.lock:
+                self._log(sn, 0, doc["comment"])
+            self._send(h, 200, {})
+        elif route in ("POST /api/asset/maintenance", "POST /api/asset/calibration"):
+            sn = q.get("serialNumber")
+            if not sn or sn not in self.assets or "dateTime" not in q:
+                self._send(h, 400, {"message": "serialNumber (of an existing asset) and dateTime are required"})
+                return
+            with self.lock:
+                self._log(sn, 5 if route.endswith("maintenance") else 4, q.get("comment", ""))
+            self._send(h, 200, {})
+        elif route == "POST /api/production/addchildunit":
+            keys = ("parentSerialNumber", "parentPartNumber", "childSerialNumber", "childPartNumber")
+            if not all(q.get(k) for k in keys):
+                self._send(h, 400, {"message": f"{', '.join(keys)} are required"})
+                return
+            with self.lock:
+                self.children.add(tuple(q[k] for k in keys))
+            self._send(h, 200, {})
+        elif method == "GET" and route.startswith("GET /api/asset/"):
+            sn = unquote(url.path.split("/")[-1])
+            with self.lock:
+                a = self.assets.get(sn)
+                doc = None if a is None else {"assetId": asset_id_of(sn), "serialNumber": sn, "state": a["state"],
+                                              "totalCount": a["totalCount"], "runningCount": a["runningCount"]}
+            if doc is None:
+                self._send(h, 404, {"message": f"asset {sn} not found"})
+            else:
+                self._send(h, 200, doc)
         else:
             self._send(h, 404, {"message": f"no route {route}"})
 
@@ -203,13 +268,23 @@ class WatsStandIn:
         with self.lock:
             self.reports[rid] = report
             self.receive_count[rid] += 1
-            reset = self.faults.reset_after_read_next > 0
-            if reset:
-                self.faults.reset_after_read_next -= 1
-        if reset:
-            self._reset(h)
-            return
         self._send(h, 200, {"ID": rid})
+
+    def _log(self, sn: str, kind: int, comment: str) -> None:
+        self.assets[sn]["log"].append({"assetId": asset_id_of(sn), "serialNumber": sn, "type": kind,
+                                       "comment": comment, "date": time.time()})
+
+    def _serial_of(self, asset_id: Any) -> str | None:
+        with self.lock:
+            return next((sn for sn in self.assets if asset_id_of(sn) == asset_id), None)
+
+    def register_asset(self, sn: str, total: int = 0, running: int = 0) -> None:
+        with self.lock:
+            self.assets[sn].update(totalCount=total, runningCount=running)
+
+    def log_of(self, sn: str) -> list[dict]:
+        with self.lock:
+            return list(self.assets[sn]["log"]) if sn in self.assets else []
 
     def validate(self, r: Any) -> str | None:
         if not isinstance(r, dict):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from .model import Event
@@ -30,6 +30,9 @@ class BaseHandler(ABC):
     #: Optional per-handler policies; the bus supplies defaults when these are None.
     retry_policy: RetryPolicy | None = None
     circuit_breaker: CircuitBreaker | None = None
+    #: Event types whose later events supersede earlier ones with the same ``coalesce_key`` (absolute values such
+    #: as counters): while a backlog drains, only the newest of each key in a page is handed to ``handle``.
+    coalesce_types: Iterable[Any] = ()
 
     @property
     def name(self) -> str:
@@ -51,6 +54,10 @@ class BaseHandler(ABC):
     def can_handle(self, event: Event) -> bool:
         types = self.type_names()
         return types is None or event.event_type in types
+
+    def coalesce_key(self, event: Event) -> Hashable | None:
+        """The identity that makes a later event supersede this one (None: never superseded)."""
+        return None
 
     @abstractmethod
     def handle(self, event: Event) -> None: ...

@@ -90,6 +90,7 @@ PAYLOAD_TYPES: dict[str, type[msgspec.Struct]] = {
     EventType.ASSET_FAULT.value: p.AssetFaultEvent,
     EventType.ASSET_STATE_CHANGED.value: p.AssetStateChangedEvent,
     EventType.ASSET_MAINTENANCE.value: p.MaintenanceEvent,
+    EventType.ASSET_CALIBRATION.value: p.MaintenanceEvent,  # the seed has no calibration payload: same shape
     EventType.ASSET_COUNTERS.value: p.AssetCountersEvent,
     EventType.ASSET_TELEMETRY.value: p.AssetTelemetryEvent,
     EventType.DEVICE_SOFTWARE.value: p.DeviceSoftwareEvent,

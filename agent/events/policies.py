@@ -29,7 +29,10 @@ class PermanentError(Exception):
 
 class TransientError(Exception):
     """Raise from a handler when the failure is the outside world's (network, 5xx) and a retry may succeed.
-    ``retry_after`` (seconds) is honoured as the minimum wait before the next attempt."""
+    ``retry_after`` (seconds) is honoured as the minimum wait before the next attempt; ``state`` is what
+    ``status`` shows for the subscriber while it waits (a subclass says "paused" or "holding" when that is truer)."""
+
+    state = "retrying"
 
     def __init__(self, message: str = "", retry_after: float | None = None) -> None:
         super().__init__(message)

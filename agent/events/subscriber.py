@@ -75,6 +75,7 @@ class Subscription:
         if event_filter is not None and event_filter.types is not None:
             types = event_filter.types if types is None else types & event_filter.types
         self._types = types
+        self._coalesce = {getattr(t, "value", t) for t in handler.coalesce_types}
 
     # ------------------------------------------------------------------------------------------------ control
     def start(self) -> None:
@@ -127,10 +128,13 @@ class Subscription:
                     if not self._stop.is_set():
                         self.journal.wait_for_append(self.cursor, POLL_INTERVAL)
                     continue
+                superseded = self._superseded(page) if self._coalesce else ()
                 for stored in page:
                     if self._stop.is_set() or not self.handler.enabled:
                         break
-                    if self._types is None or stored.type in self._types:
+                    if stored.seq in superseded:
+                        self.metrics.record_coalesced(self.name, stored.type)
+                    elif self._types is None or stored.type in self._types:
                         if self._process(stored.seq, stored.body) is Outcome.INTERRUPTED:
                             break
                     self.cursor = stored.seq
@@ -141,6 +145,27 @@ class Subscription:
             self._set_state("failed", f"{type(e).__name__}: {e}")
             return
         self._set_state("stopped")
+
+    def _superseded(self, page: list) -> set[int]:
+        """Seqs in this page that a later event with the same coalesce key makes redundant. Only a page is looked
+        at (never the whole backlog), so a long backlog is cut to about one event per key per page."""
+        candidates = [s for s in page if s.type in self._coalesce]
+        if len(candidates) < 2:
+            return set()
+        seen: set = set()
+        out: set[int] = set()
+        for stored in reversed(candidates):
+            try:
+                key = self.handler.coalesce_key(decode(stored.body))
+            except EventValidationError:
+                continue  # _process dead-letters it
+            if key is None:
+                continue
+            if key in seen:
+                out.add(stored.seq)
+            else:
+                seen.add(key)
+        return out
 
     def _process(self, seq: int, body: bytes) -> Outcome:
         try:
@@ -176,7 +201,7 @@ class Subscription:
                     self._on_error(attempt, error, self.name)
                 decision = self.policy.handle_failure(attempt, error, self.name)
                 if decision.retry:
-                    self._set_state("retrying", text)
+                    self._set_state(getattr(error, "state", "retrying"), text)
                     if self._stop.wait(decision.delay):
                         return Outcome.INTERRUPTED
                     attempt = attempt.with_retry()

@@ -75,6 +75,7 @@ class EventMetrics:
             self.dead_lettered: dict[str, int] = defaultdict(int)
             self.bad_input: dict[str, int] = defaultdict(int)
             self.publish_refused: dict[str, int] = defaultdict(int)
+            self.coalesced: dict[tuple[str, str], int] = defaultdict(int)
 
     # --- what the bus records ------------------------------------------------------------------------------
     def record_published(self, event_type: str, n: int = 1) -> None:
@@ -92,6 +93,11 @@ class EventMetrics:
             if st is None:
                 st = self._stats[event_type] = EventStats(event_type)
             st.record(latency_ms, success)
+
+    def record_coalesced(self, subscriber: str, event_type: str, n: int = 1) -> None:
+        """Events a subscriber skipped because a later event of the same key superseded them."""
+        with self._lock:
+            self.coalesced[(subscriber, event_type)] += n
 
     def record_dead_letter(self, subscriber: str) -> None:
         with self._lock:
@@ -174,6 +180,7 @@ def render_prometheus(metrics: EventMetrics, stats: "JournalStats | None", extra
         dead = sorted(metrics.dead_lettered.items())
         bad = sorted(metrics.bad_input.items())
         refused = sorted(metrics.publish_refused.items())
+        coalesced = sorted(metrics.coalesced.items())
     family("events_published_total", "counter", "Events made durable in the journal, by type.",
            [(_labels(type=t), n) for t, n in published])
     family("events_delivered_total", "counter", "Events a subscriber handled, by subscriber and type.",
@@ -182,6 +189,9 @@ def render_prometheus(metrics: EventMetrics, stats: "JournalStats | None", extra
            [(_labels(subscriber=s, type=t), n) for (s, t), n in failed])
     family("events_dead_lettered_total", "counter", "Events moved to the dead-letter table, by subscriber.",
            [(_labels(subscriber=s), n) for s, n in dead])
+    family("events_coalesced_total", "counter",
+           "Events a subscriber skipped because a later one superseded them (e.g. absolute counters).",
+           [(_labels(subscriber=s, type=t), n) for (s, t), n in coalesced])
     family("bad_input_total", "counter", "Input a source could not turn into an event, by origin.",
            [(_labels(origin=o), n) for o, n in bad])
     family("publish_refused_total", "counter", "Publishes refused in this process (journal full, invalid), by type.",

@@ -34,7 +34,8 @@ from collections import deque
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Hashable
+from urllib.parse import quote
 
 from .. import __version__
 from ..config import ConfigError, WatsSinkSection
@@ -42,16 +43,33 @@ from ..events.handlers import BaseHandler
 from ..events.model import Event, EventType
 from ..events.policies import CircuitBreaker, PermanentError, RetryPolicy, TransientError
 from ..protocols.wsjf import MappingError, Station, test_type_of, to_wsjf
+from .wats_ledger import IncrementLedger
+
+if TYPE_CHECKING:
+    from ..events.journal import Journal
 
 log = logging.getLogger(__name__)
 
 REPORT_TYPES = (EventType.TEST_RESULT.value, EventType.INSPECTION_RESULT.value)
+#: What the uplink sends; every other type stays out of its way (the subscriber never even decodes them).
+SENT_TYPES = (*REPORT_TYPES, EventType.ASSET_COUNTERS.value, EventType.ASSET_STATE_CHANGED.value,
+              EventType.ASSET_FAULT.value, EventType.ASSET_MAINTENANCE.value, EventType.ASSET_CALIBRATION.value,
+              EventType.MATERIAL_INSTALLED.value)
+INFLIGHT_KEY = "wats:log-entry-in-flight"
 #: WATS asset states (§4.1) for our AssetState values.
 ASSET_STATE = {"online": 1, "idle": 1, "busy": 1, "offline": 5, "error": 3, "maintenance": 3}
 
 
 class AuthRejected(TransientError):
     """401/403: not the event's fault, and not something a resend of it can fix; we wait for a good token."""
+
+    state = "paused"
+
+
+class ClockNotSynchronized(TransientError):
+    """Reports wait until NTP has set the clock; everything else flows."""
+
+    state = "holding"
 
 
 def clock_synchronized() -> bool:
@@ -105,10 +123,15 @@ class RateBudget:
 
 
 class WatsSink(BaseHandler):
-    """Register on the bus as the durable subscriber ``wats``."""
+    """Register on the bus as the durable subscriber ``wats``. ``journal`` holds the small state that must survive
+    a crash with the events (the increment ledger, the log entry in flight); without one (a bare handler in a
+    test) those fall back to memory."""
+
+    event_types = SENT_TYPES
+    coalesce_types = (EventType.ASSET_COUNTERS.value,)
 
     def __init__(self, cfg: WatsSinkSection, *, station: str, location: str, purpose: str, data_dir: Path,
-                 clock_check: Callable[[], bool] = clock_synchronized) -> None:
+                 journal: "Journal | None" = None, clock_check: Callable[[], bool] = clock_synchronized) -> None:
         import httpx  # optional part: only imported when the WATS sink is configured
 
         self._name = "wats"
@@ -131,6 +154,9 @@ class WatsSink(BaseHandler):
                                    verify=cfg.verify_tls, headers={"Accept": "application/json"})
         self._httpx = httpx
         self.sent = 0
+        self._journal = journal
+        self._asset_ids: dict[str, str] = {}
+        self.ledger = IncrementLedger(self, journal)
         self._load_cached_processes()
 
     # --------------------------------------------------------------------------------------------- token
@@ -159,7 +185,7 @@ class WatsSink(BaseHandler):
     def _request(self, method: str, path: str, **kw: Any):
         self.budget.wait()
         try:
-            resp = self.client.request(method, path, headers=self._headers(), **kw)
+            resp = self.client.request(method, path, headers={**self._headers(), **kw.pop("headers", {})}, **kw)
         except self._httpx.TimeoutException as e:
             raise TransientError(f"WATS timed out: {type(e).__name__}") from None
         except self._httpx.TransportError as e:
@@ -202,27 +228,120 @@ class WatsSink(BaseHandler):
         os.replace(tmp, self.processes_cache)
 
     # --------------------------------------------------------------------------------------------- handler
+    def coalesce_key(self, event: Event) -> Hashable | None:
+        # Counters are absolute: while a backlog drains only the newest per asset needs sending (in increment
+        # mode too: the ledger turns the newest absolute value into the deltas WATS has not seen).
+        return event.payload.get("asset_id") if event.event_type == EventType.ASSET_COUNTERS.value else None
+
     def handle(self, event: Event) -> None:
         t = event.event_type
+        p = event.payload
         if t in REPORT_TYPES:
             self._send_report(event)
         elif t == EventType.ASSET_COUNTERS.value:
-            p = event.payload
-            for path, key in (("/api/Asset/SetTotalCount", "total_count"), ("/api/Asset/SetRunningCount", "running_count")):
-                param = "totalCount" if key == "total_count" else "runningCount"
-                self._request("PUT", path, params={"serialNumber": p["asset_id"], param: p[key]})
+            if self.cfg.counters_api == "absolute":
+                self._set_counters(p["asset_id"], p["running_count"], p["total_count"])
+            else:
+                self.ledger.apply(p["asset_id"], p["running_count"], p["total_count"])
         elif t == EventType.ASSET_STATE_CHANGED.value:
-            p = event.payload
             self._request("PUT", "/api/Asset/State",
                           params={"serialNumber": p["asset_id"], "state": ASSET_STATE.get(p["new_state"], 0)})
+        elif t == EventType.ASSET_FAULT.value:
+            state = "cleared" if p.get("cleared") else p.get("severity", "error")
+            self._log_once(event, p["asset_id"], "POST", "/api/Asset/Message", lambda tag, asset_id: {"json": {
+                "assetId": asset_id, "user": self.cfg.operator,
+                "comment": f"Fault {p['fault_code']} ({state}): {p['fault_message']} {tag}"}})
+        elif t in (EventType.ASSET_MAINTENANCE.value, EventType.ASSET_CALIBRATION.value):
+            path = "/api/Asset/Maintenance" if t == EventType.ASSET_MAINTENANCE.value else "/api/Asset/Calibration"
+            by = f" by {p['performed_by']}" if p.get("performed_by") else ""
+            self._log_once(event, p["asset_id"], "POST", path, lambda tag, _id: {"params": {
+                "serialNumber": p["asset_id"], "dateTime": p["timestamp"],
+                "comment": f"{p['maintenance_type']}: {p['description']}{by} {tag}"}})
+        elif t == EventType.MATERIAL_INSTALLED.value:
+            self._add_children(event)
         else:
-            return  # not WATS's business (telemetry, system events …): acknowledged without a request
+            return  # the subscriber's type filter keeps other types away; nothing to send
         self.sent += 1
 
+    # counters ------------------------------------------------------------------------------------------------
+    def _set_counters(self, asset: str, running: int, total: int) -> None:
+        """WATS >= 25.3: absolute setters, so a resend sets the same value again (idempotent)."""
+        self._request("PUT", "/api/Asset/SetTotalCount", params={"serialNumber": asset, "totalCount": total})
+        self._request("PUT", "/api/Asset/SetRunningCount", params={"serialNumber": asset, "runningCount": running})
+
+    def asset_record(self, serial: str) -> dict[str, Any]:
+        """``GET /api/Asset/{serial}``, uncached (WATS' own GET cache serves stale counts, reference §6.6)."""
+        try:
+            resp = self._request("GET", f"/api/Asset/{quote(serial, safe='')}", headers={"Cache-Control": "no-cache"})
+            doc = resp.json()
+        except PermanentError as e:
+            raise PermanentError(f"asset {serial!r} is not known to WATS (register it there first): {e}") from None
+        except ValueError as e:
+            raise TransientError(f"WATS sent an unreadable asset record for {serial!r}: {e}") from None
+        if not isinstance(doc, dict):
+            raise TransientError(f"WATS sent an unreadable asset record for {serial!r}")
+        return doc
+
+    # asset log entries (messages, maintenance, calibration) ----------------------------------------------------
+    def _asset_id(self, serial: str) -> str:
+        """``POST /api/Asset/Message`` takes the asset id, not the serial (reference §4.3): resolve once."""
+        cached = self._asset_ids.get(serial)
+        if cached is None:
+            cached = str(self.asset_record(serial).get("assetId") or "")
+            if not cached:
+                raise PermanentError(f"WATS has no assetId for asset {serial!r}")
+            self._asset_ids[serial] = cached
+        return cached
+
+    def _log_once(self, event: Event, serial: str, method: str, path: str,
+                  request: Callable[[str, str], dict[str, Any]]) -> None:
+        """These POSTs create log entries, so a blind resend duplicates one. Each comment carries the event id;
+        before a resend of an event whose earlier attempt is in doubt (an ambiguous failure, or a crash before
+        the acknowledgement was flushed) the asset log is searched for that tag first."""
+        tag = f"[event {event.id}]"
+        asset_id = self._asset_id(serial) if path.endswith("Message") else ""
+        if self._journal is not None and self._journal.get_state(INFLIGHT_KEY) == event.id:
+            if self._logged(serial, tag):
+                return
+        elif self._journal is not None:
+            self._journal.set_state(INFLIGHT_KEY, event.id)
+        self._request(method, path, **request(tag, asset_id))
+
+    def _logged(self, serial: str, tag: str) -> bool:
+        asset_id = self._asset_id(serial)
+        resp = self._request("GET", "/api/Asset/Log", headers={"Cache-Control": "no-cache"}, params={
+            "$filter": f"assetId eq '{asset_id}'", "$orderby": "date desc", "$top": "100"})
+        try:
+            entries = resp.json()
+        except ValueError:
+            return False
+        return any(tag in str(e.get("comment", "")) for e in entries if isinstance(e, dict))
+
+    # production ---------------------------------------------------------------------------------------------------
+    def _add_children(self, event: Event) -> None:
+        """``material.installed`` with serialized components → ``AddChildUnit`` per component (a relation: setting
+        it again is harmless). Components without a serial (reels, lots) are not units and are not sent."""
+        p = event.payload
+        children = [c for c in p.get("components", []) if c.get("serial_number")]
+        if not children:
+            return
+        parent_pn = (p.get("custom_data") or {}).get("part_number")
+        if not parent_pn:
+            raise PermanentError(f"material.installed for unit {p['unit_id']!r} has no custom_data.part_number; "
+                                 "WATS' AddChildUnit needs the parent's part number")
+        for c in children:
+            if not c.get("part_number"):
+                raise PermanentError(f"component {c['reference_designator']} ({c['serial_number']}) has no "
+                                     "part_number; WATS' AddChildUnit needs it")
+            self._request("POST", "/api/Production/AddChildUnit", params={
+                "parentSerialNumber": p["unit_id"], "parentPartNumber": parent_pn,
+                "childSerialNumber": c["serial_number"], "childPartNumber": c["part_number"]})
+
+    # reports ------------------------------------------------------------------------------------------------------
     def _send_report(self, event: Event) -> None:
         if self.cfg.require_clock_sync and not self.clock_check():
-            raise TransientError("the clock is not synchronized (no NTP yet); holding reports so WATS does not "
-                                 "quarantine them as future-dated")
+            raise ClockNotSynchronized("the clock is not synchronized (no NTP yet); holding reports so WATS does "
+                                       "not quarantine them as future-dated")
         try:
             report = to_wsjf(event, self.station)
         except MappingError as e:

@@ -52,7 +52,8 @@ class Uplink:
     def __init__(self, tmp_path, cfg, **kw):
         self.journal = Journal(tmp_path / "journal.db", max_bytes=1 << 32)
         self.bus = EventBus(self.journal)
-        self.sink = WatsSink(cfg, station="st-1", location="Line 1", purpose="Production", data_dir=tmp_path, **kw)
+        self.sink = WatsSink(cfg, station="st-1", location="Line 1", purpose="Production", data_dir=tmp_path,
+                             journal=self.journal, **kw)
         self.sub = self.bus.register_handler(self.sink)
         self.bus.start()
 
@@ -218,3 +219,122 @@ retry_max = "0.5s"
         agent.send_signal(signal.SIGTERM)
         agent.wait(15)
     assert set(wats.reports) == set(ids)  # every report, under its event id: resends overwrite, never add
+
+
+def counters(asset, running, total):
+    return Event.create("asset.counters", {"asset_id": asset, "running_count": running, "total_count": total,
+                                           "timestamp": datetime.now(timezone.utc)})
+
+
+def test_superseded_counters_are_coalesced_while_a_backlog_drains(wats, tmp_path):
+    wats.up = False
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path))
+    events = [counters(f"FX-{i % 2}", i // 2 + 1, i // 2 + 1) for i in range(400)]
+    events.insert(100, result(1))  # a report in between is not coalesced away
+    up.bus.publish_many(events)
+    time.sleep(0.5)
+    wats.up = True
+    assert up.bus.wait_idle(20)
+    up.close()
+    assert wats.assets["FX-0"]["totalCount"] == 200 and wats.assets["FX-1"]["runningCount"] == 200
+    assert wats.unique_reports == 1
+    # 400 counter events in two pages of 256: at most one per asset per page is sent, never all 400
+    assert wats.requests["PUT /api/asset/settotalcount"] <= 4
+    assert sum(up.bus.metrics.coalesced.values()) >= 396
+
+
+def test_increment_mode_reaches_exact_counts_across_resets(wats, tmp_path):
+    wats.register_asset("FX-1", total=1000, running=40)  # WATS' counts from before this agent
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path, counters_api="increment"))
+    up.bus.publish_many([counters("FX-1", 1, 1), counters("FX-1", 2, 2), counters("FX-1", 3, 3)])
+    assert up.bus.wait_idle(10)
+    assert (wats.assets["FX-1"]["totalCount"], wats.assets["FX-1"]["runningCount"]) == (1003, 43)
+    # a reset on the fixture, then more presses, all in one backlog (the reset event itself is coalesced away)
+    up.bus.publish_many([counters("FX-1", 5, 5), counters("FX-1", 0, 5), counters("FX-1", 1, 6),
+                         counters("FX-1", 2, 7)])
+    assert up.bus.wait_idle(10)
+    up.close()
+    assert (wats.assets["FX-1"]["totalCount"], wats.assets["FX-1"]["runningCount"]) == (1007, 2)
+    assert wats.requests["PUT /api/asset/setrunningcount"] == 0
+    assert [n for _, n in wats.increments][-2:] == [2, 2]  # up to the reset point, then after it
+
+
+def test_an_increment_in_doubt_is_verified_not_resent(wats, tmp_path):
+    wats.register_asset("FX-1")
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path, counters_api="increment"))
+    wats.faults.reset_after_read_next = 1  # WATS counts it, the agent never hears
+    up.bus.publish(counters("FX-1", 10, 10))
+    assert up.bus.wait_idle(10)
+    assert wats.assets["FX-1"]["totalCount"] == 10 and wats.increments == [("FX-1", 10)]
+    assert up.sink.ledger.verified == 1
+    # an increment that did not land (the server was down) is sent once more after the check
+    wats.up = False
+    up.bus.publish(counters("FX-1", 12, 12))
+    assert wait_for(lambda: up.sub.state in ("retrying", "circuit_open"))
+    wats.up = True
+    assert up.bus.wait_idle(10)
+    up.close()
+    assert wats.assets["FX-1"]["totalCount"] == 12 and wats.increments == [("FX-1", 10), ("FX-1", 2)]
+
+
+def test_a_crash_between_increment_and_acknowledgement_does_not_double_count(wats, tmp_path):
+    from agent.sinks.wats_ledger import ledger_key
+
+    wats.register_asset("FX-1", total=8, running=8)  # the increment of 3 landed before the crash
+    j = Journal(tmp_path / "journal.db")
+    j.set_state(ledger_key("FX-1"), {"sent_total": 5, "sent_running": 5, "server_total": 5,
+                                     "pending": {"by": 3, "expect_total": 8}})
+    j.close()
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path, counters_api="increment"))
+    up.bus.publish(counters("FX-1", 8, 8))  # redelivered after the restart
+    assert up.bus.wait_idle(10)
+    assert wats.increments == [] and wats.assets["FX-1"]["totalCount"] == 8
+    up.bus.publish(counters("FX-1", 9, 9))
+    assert up.bus.wait_idle(10)
+    up.close()
+    assert wats.increments == [("FX-1", 1)] and wats.assets["FX-1"]["totalCount"] == 9
+
+
+def test_faults_maintenance_and_calibration_become_asset_log_entries_once(wats, tmp_path):
+    wats.register_asset("FX-1")
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path))
+    now = datetime.now(timezone.utc)
+    fault = Event.create("asset.fault", {"asset_id": "FX-1", "fault_code": "E42", "fault_message": "pogo pin open",
+                                         "timestamp": now})
+    wats.faults.reset_after_read_next = 1  # the message is logged, the answer lost: must not be logged twice
+    up.bus.publish(fault)
+    assert up.bus.wait_idle(10)
+    up.bus.publish_many([
+        Event.create("asset.maintenance", {"asset_id": "FX-1", "maintenance_type": "preventive",
+                                           "description": "pins replaced", "timestamp": now, "performed_by": "kim"}),
+        Event.create("asset.calibration", {"asset_id": "FX-1", "maintenance_type": "calibration",
+                                           "description": "DMM verified", "timestamp": now}),
+        Event.create("asset.fault", {"asset_id": "NOT-IN-WATS", "fault_code": "E1", "fault_message": "x",
+                                     "timestamp": now}),
+    ])
+    assert up.bus.wait_idle(10)
+    dl = up.journal.dead_letters()
+    up.close()
+    log = wats.log_of("FX-1")
+    assert [e["type"] for e in log] == [0, 5, 4]
+    assert "E42" in log[0]["comment"] and f"[event {fault.id}]" in log[0]["comment"]
+    assert "pins replaced by kim" in log[1]["comment"]
+    assert len(dl) == 1 and "NOT-IN-WATS" in dl[0].reason and "not known to WATS" in dl[0].reason
+
+
+def test_installed_serialized_material_becomes_child_units(wats, tmp_path):
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path))
+    now = datetime.now(timezone.utc)
+    up.bus.publish_many([
+        Event.create("material.installed", {"unit_id": "SN1", "timestamp": now, "custom_data": {"part_number": "PCBA"},
+                                            "components": [
+                                                {"reference_designator": "U1", "part_number": "MOD-A", "serial_number": "M1"},
+                                                {"reference_designator": "R1", "part_number": "RES", "lot_number": "L7"}]}),
+        Event.create("material.installed", {"unit_id": "SN2", "timestamp": now, "components": [
+            {"reference_designator": "U1", "part_number": "MOD-A", "serial_number": "M2"}]}),
+    ])
+    assert up.bus.wait_idle(10)
+    dl = up.journal.dead_letters()
+    up.close()
+    assert wats.children == {("SN1", "PCBA", "M1", "MOD-A")}
+    assert len(dl) == 1 and "SN2" in dl[0].reason and "part_number" in dl[0].reason
