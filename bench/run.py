@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from agent.events import Event, EventBus, Journal  # noqa: E402
 from agent.events.journal import SCHEMA  # noqa: E402
 from agent.events.model import encode  # noqa: E402
+from wats_drain import bench_wats_drain  # noqa: E402
 
 PAYLOAD = {"unit_id": "SN2611220001", "result": "pass", "start_time": "2026-11-22T10:00:00Z",
            "part_number": "PCBA-100", "revision": "A", "station_id": "ict-01",
@@ -413,6 +414,7 @@ def bench_import() -> dict:
 def write_markdown(doc: dict, path: Path) -> None:
     p, m, s, r, i = (doc[k] for k in ("publish_8_threads", "publish_many", "publish_stdin", "memory", "import"))
     ser = doc["serial"]
+    wd = doc["wats_drain"]
     lines = [
         "# Performance",
         "",
@@ -442,6 +444,9 @@ def write_markdown(doc: dict, path: Path) -> None:
         f"| same, against what a 115200-baud wire can carry of these lines | "
         f"{ser['agent_lines_per_s_durable']:,} lines/s | {ser['lines_per_s_a_115200_baud_wire_carries']:,} lines/s | "
         f"{ser['agent_lines_per_s_durable'] / ser['lines_per_s_a_115200_baud_wire_carries']:.0f}× | > 1 |",
+        f"| WATS uplink draining a backlog of {wd['reports']:,} reports (stand-in server in its own process) | "
+        f"{wd['agent_reports_per_s']:,} reports/s | bare httpx POST loop, same payloads {wd['bare_httpx_posts_per_s']:,}/s "
+        f"| {wd['ratio_to_bare']:.2f} | ≥ 0.80 |",
         f"| RSS of idle `run`, no sources | {r['idle_no_sources']['rss_mb_max']} MB | — | — | — |",
         f"| RSS of `run` on the demo config | {r['demo_config']['rss_mb_max']} MB | — | — | < 40 MB |",
         f"| RSS of `run` with {r['backlog_events']:,} events backlog ({r['backlog_journal_mb']} MB journal) | "
@@ -505,6 +510,7 @@ def main() -> int:
             "publish_stdin": bench_publish_stdin(tmp, 20000 if quick else 200000),
             "serial": bench_serial(tmp, 5000 if quick else 50000),
             "memory": bench_rss(tmp, args.backlog or (20000 if quick else 1_000_000), 3 if quick else 8),
+            "wats_drain": bench_wats_drain(tmp, 300 if quick else 3000),
             "import": bench_import(),
         }
     finally:

@@ -333,3 +333,14 @@ class WatsStandIn:
             if problem:
                 return problem
         return None
+
+
+def serve() -> None:
+    """Run the stand-in as its own process (the benchmark does, so the server does not share the client's GIL):
+    prints the URL and the token on one line, serves until stdin closes."""
+    import sys
+
+    s = WatsStandIn()
+    print(s.url, s.token, flush=True)
+    sys.stdin.read()
+    s.close()

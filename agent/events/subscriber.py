@@ -185,7 +185,8 @@ class Subscription:
         attempt = event
         while True:
             while not self.policy.can_process():
-                self._set_state("circuit_open")
+                if self.state not in ("paused", "holding"):  # keep the more telling reason while the breaker waits
+                    self._set_state("circuit_open")
                 wait = self.policy.circuit_breaker.time_until_probe()
                 if self._stop.wait(min(max(wait, 0.05), 1.0)):
                     return Outcome.INTERRUPTED

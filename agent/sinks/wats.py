@@ -34,6 +34,7 @@ from collections import deque
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+import msgspec
 from typing import TYPE_CHECKING, Any, Callable, Hashable
 from urllib.parse import quote
 
@@ -56,6 +57,7 @@ SENT_TYPES = (*REPORT_TYPES, EventType.ASSET_COUNTERS.value, EventType.ASSET_STA
               EventType.ASSET_FAULT.value, EventType.ASSET_MAINTENANCE.value, EventType.ASSET_CALIBRATION.value,
               EventType.MATERIAL_INSTALLED.value)
 INFLIGHT_KEY = "wats:log-entry-in-flight"
+JSON = {"Content-Type": "application/json"}
 #: WATS asset states (§4.1) for our AssetState values.
 ASSET_STATE = {"online": 1, "idle": 1, "busy": 1, "offline": 5, "error": 3, "maintenance": 3}
 
@@ -152,6 +154,8 @@ class WatsSink(BaseHandler):
         self._token = self._read_token()
         self.client = httpx.Client(base_url=cfg.url.rstrip("/").removesuffix("/api"), timeout=cfg.timeout,
                                    verify=cfg.verify_tls, headers={"Accept": "application/json"})
+        if self._token is not None:
+            self.client.headers["Authorization"] = f"Basic {self._token}"
         self._httpx = httpx
         self.sent = 0
         self._journal = journal
@@ -173,19 +177,22 @@ class WatsSink(BaseHandler):
             return path.read_text().strip() or None
         return os.environ.get(self.cfg.token_env) or None
 
-    def _headers(self) -> dict[str, str]:
+    def _authorize(self) -> None:
+        """Set the Authorization header on the client (once per token, not per request)."""
         if self._token is None:
             self._token = self._read_token()
-        if self._token is None:
-            where = self.cfg.token_file or f"${self.cfg.token_env}"
-            raise AuthRejected(f"no WATS token ({where} is missing or empty); holding events")
-        return {"Authorization": f"Basic {self._token}"}
+            if self._token is None:
+                self.client.headers.pop("Authorization", None)
+                where = self.cfg.token_file or f"${self.cfg.token_env}"
+                raise AuthRejected(f"no WATS token ({where} is missing or empty); holding events")
+            self.client.headers["Authorization"] = f"Basic {self._token}"
 
     # --------------------------------------------------------------------------------------------- requests
     def _request(self, method: str, path: str, **kw: Any):
         self.budget.wait()
         try:
-            resp = self.client.request(method, path, headers={**self._headers(), **kw.pop("headers", {})}, **kw)
+            self._authorize()
+            resp = self.client.request(method, path, **kw)
         except self._httpx.TimeoutException as e:
             raise TransientError(f"WATS timed out: {type(e).__name__}") from None
         except self._httpx.TransportError as e:
@@ -350,7 +357,7 @@ class WatsSink(BaseHandler):
         if self._processes is not None and report["processCode"] not in self._processes:
             raise PermanentError(f"processCode {report['processCode']} (test type {test_type_of(event)!r}) is not a "
                                  f"test operation on this WATS server; known: {sorted(self._processes)}")
-        self._request("POST", "/api/Report/WSJF", json=report)
+        self._request("POST", "/api/Report/WSJF", content=msgspec.json.encode(report), headers=JSON)
 
     def close(self) -> None:
         self.client.close()

@@ -62,8 +62,11 @@ def test_agent_runs_serves_metrics_and_health_and_stops_on_sigterm(write_config)
         status = json.loads(run_cli("status", "-c", str(cfg), "--json", check=True).stdout)
         assert status["agent_running"] and status["agent_pid"] == proc.pid
         [wats] = status["subscribers"]
-        assert wats["name"] == "wats" and wats["state"] == "retrying" and wats["backlog"] > 0
+        assert wats["name"] == "wats" and wats["state"] == "paused" and wats["backlog"] > 0
         assert "no WATS token" in wats["last_error"]
+        assert "asset.telemetry" in status["wats"]["not_sent"] and "test.result" in status["wats"]["sends"]
+        text = run_cli("status", "-c", str(cfg), check=True).stdout
+        assert "not sent to WATS: " in text and "asset.telemetry" in text.split("not sent to WATS: ")[1]
         assert any("no WATS token" in w for w in json.loads(get(f"http://127.0.0.1:{port}/healthz")[1])["warnings"])
         # a script can publish while the agent runs
         out = run_cli("publish", "-c", str(cfg), "--type", "custom", "--payload", '{"from": "script"}', check=True)

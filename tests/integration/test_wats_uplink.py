@@ -115,13 +115,13 @@ def test_rejected_token_pauses_and_resumes_when_the_file_is_fixed(wats, tmp_path
     token_file(tmp_path, "d3Jvbmc6dG9rZW4=")  # a wrong token
     up = Uplink(tmp_path, cfg)
     up.bus.publish(result(1))
-    assert wait_for(lambda: up.sub.state in ("retrying", "circuit_open") and "rejects the token" in (up.sub.last_error or ""))
+    assert wait_for(lambda: up.sub.state == "paused" and "rejects the token" in (up.sub.last_error or ""))
     def status():
         return json.loads(run_cli("status", "-c", str(write_status_cfg(tmp_path)), "--json", check=True).stdout)
 
     assert wait_for(lambda: "rejects the token" in (status()["subscribers"][0]["last_error"] or ""), 10)
     doc = status()
-    assert doc["subscribers"][0]["backlog"] == 1
+    assert doc["subscribers"][0]["backlog"] == 1 and doc["subscribers"][0]["state"] == "paused"
     assert "d3Jvbmc6" not in json.dumps(doc) and wats.token not in json.dumps(doc)  # never shown
     assert wats.unique_reports == 0 and up.journal.dead_letters() == []  # nothing dropped
     token_file(tmp_path, wats.token)
@@ -162,7 +162,7 @@ def test_reports_are_held_until_the_clock_is_synchronized(wats, tmp_path):
     synced = {"ok": False}
     up = Uplink(tmp_path, sink_cfg(wats, tmp_path, require_clock_sync=True), clock_check=lambda: synced["ok"])
     up.bus.publish(result(1))
-    assert wait_for(lambda: "clock is not synchronized" in (up.sub.last_error or ""))
+    assert wait_for(lambda: "clock is not synchronized" in (up.sub.last_error or "") and up.sub.state == "holding")
     assert wats.unique_reports == 0
     synced["ok"] = True
     assert wait_for(lambda: wats.unique_reports == 1, 10)
