@@ -206,12 +206,13 @@ class SourcesSection(_Section):
 
 
 class WatsSinkSection(_Section, kw_only=True):
-    """The WATS uplink. The token comes from ``token_file`` (mode 0600) or the ``token_env`` variable."""
+    """The WATS uplink. The token comes from ``token_file`` (mode 0600), a systemd credential, or ``token_env``."""
 
     url: str
     enabled: bool = True
     token_file: str | None = None
     token_env: str = "FIXTURE_AGENT_WATS_TOKEN"
+    token_credential: str = "wats-token"  # the systemd credential's name, looked up in $CREDENTIALS_DIRECTORY
     verify_tls: bool = True
     timeout: float | str = "30s"
     #: test type ("test", "selftest", "poll", "inspection" …) → WATS test operation code

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,16 @@ def journal(tmp_path):
     j = Journal(tmp_path / "journal.db", maintenance_interval=0.1)
     yield j
     j.close()
+
+
+def wait_for(pred, timeout: float = 20.0, interval: float = 0.01) -> bool:
+    """Poll ``pred`` until it is true (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return False
 
 
 def free_port() -> int:

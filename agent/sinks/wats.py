@@ -6,18 +6,21 @@ answered 2xx. What this module decides is what each answer means (``reference/wa
 * 2xx: done.
 * 400 and other 4xx: permanent. The event goes to the dead-letter table with the server's text and the queue
   moves on: retrying can never fix a report WATS refuses.
-* 401/403: WATS rejects the token. Nothing is dropped: the subscriber keeps retrying (slowly), re-reading the
-  token file each time, so fixing the file resumes delivery without a restart; ``status`` says why it waits.
+* 401/403: WATS rejects the token. Nothing is dropped: the subscriber is paused (retrying slowly), re-reading the
+  token each time, so fixing the file resumes delivery without a restart; ``status`` says why it waits.
 * 408, 429, 5xx, connection errors, timeouts: transient. Exponential backoff with jitter and no attempt limit;
   ``Retry-After`` (seconds or HTTP date) is honoured.
 
-Reports are idempotent because the report id is the event id (a resend overwrites). Counters are sent as
-absolute values (``SetRunningCount``/``SetTotalCount``), so a resend sets the same value again. Other event
-types are not WATS's business and are acknowledged without a request.
+At least once must never become "twice" on the server. Reports are idempotent because the report id is the event
+id (a resend overwrites). Counters are absolute (``SetRunningCount``/``SetTotalCount``), or, for servers older
+than 25.3, increments from a ledger that verifies an in-doubt increment instead of resending it
+(``wats_ledger.py``). Asset log entries (faults, maintenance, calibration) carry the event id and the log is
+searched before an in-doubt resend. The full mapping is in ``docs/wats-uplink.md``.
 
 Before sending a report: its ``processCode`` must be a test operation on the server (the list is fetched from
 ``GET /api/App/Processes``, cached on disk for offline starts, refreshed when online), and the clock must be
-synchronized (a Pi has no RTC; WATS quarantines future-dated reports), otherwise reports are held.
+synchronized (a Pi has no RTC; WATS quarantines future-dated reports), otherwise reports are held; times stamped
+before the sync are corrected from the monotonic clock (``correct_timestamps``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import stat
 import threading
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 import msgspec
@@ -41,6 +44,7 @@ from urllib.parse import quote
 from .. import __version__
 from ..config import ConfigError, WatsSinkSection
 from ..events.handlers import BaseHandler
+from ..events.ids import BOOT_ID
 from ..events.model import Event, EventType
 from ..events.policies import CircuitBreaker, PermanentError, RetryPolicy, TransientError
 from ..protocols.wsjf import MappingError, Station, test_type_of, to_wsjf
@@ -83,6 +87,66 @@ def clock_synchronized() -> bool:
     except (OSError, AttributeError):
         return True  # not Linux: assume the OS keeps time
     return state != 5  # TIME_ERROR: clock not synchronized
+
+
+#: A wall clock stepped by more than this since an event was stamped was wrong then (NTP slews smaller errors).
+CLOCK_STEP_TOLERANCE = 2.0
+FUTURE_TOLERANCE = 60.0
+
+
+def correct_timestamps(event: Event, *, now: float | None = None, now_mono_ns: int | None = None,
+                       boot_id: str = BOOT_ID) -> tuple[Event, str | None]:
+    """Report times as they really were, even if stamped before NTP set the clock.
+
+    A Pi has no RTC: until NTP syncs, its clock runs from the last shutdown (fake-hwclock) and is behind, sometimes
+    by days. Every event carries the boot id and a monotonic timestamp besides its wall time. If it was stamped
+    during this boot, its true wall time is ``now - (monotonic now - monotonic then)``; when that differs from the
+    stamped time by more than ``CLOCK_STEP_TOLERANCE``, the clock was stepped since, and the payload's
+    ``start_time``/``end_time`` (and the steps') are shifted by the difference. An event of an earlier boot cannot
+    be corrected this way; one that would be future-dated (WATS quarantines those) is moved back to now. Either
+    correction is written into the report (miscInfo ``ClockCorrection``), so nothing is hidden.
+    """
+    now = time.time() if now is None else now
+    now_mono_ns = time.monotonic_ns() if now_mono_ns is None else now_mono_ns
+    md = event.metadata
+    stamped = md.timestamp.timestamp()
+    delta = 0.0
+    note = None
+    if md.boot_id == boot_id and md.monotonic_ns <= now_mono_ns:
+        true_time = now - (now_mono_ns - md.monotonic_ns) / 1e9
+        if abs(true_time - stamped) > CLOCK_STEP_TOLERANCE:
+            delta = true_time - stamped
+            note = (f"times shifted by {delta:+.1f} s: stamped at {md.timestamp.isoformat()} before the clock was "
+                    "synchronized; corrected from the monotonic clock")
+    payload = event.payload
+    start = payload.get("start_time") if isinstance(payload, dict) else None
+    if delta == 0.0 and isinstance(start, str):
+        try:
+            ahead = datetime.fromisoformat(start).timestamp() - now
+        except ValueError:
+            ahead = 0.0
+        if ahead > FUTURE_TOLERANCE:
+            delta = -ahead
+            note = (f"start {start} was {ahead:.0f} s in the future (stamped in an earlier boot with a wrong clock); "
+                    "moved to the time of sending")
+    if delta == 0.0:
+        return event, None
+    shift = timedelta(seconds=delta)
+
+    def moved(d: dict[str, Any]) -> dict[str, Any]:
+        d = dict(d)
+        for k in ("start_time", "end_time", "timestamp"):
+            if isinstance(d.get(k), str):
+                try:
+                    d[k] = (datetime.fromisoformat(d[k]) + shift).isoformat()
+                except ValueError:
+                    pass  # the mapping will name the bad field
+        return d
+
+    fixed = moved(payload)
+    if isinstance(fixed.get("steps"), list):
+        fixed["steps"] = [moved(s) if isinstance(s, dict) else s for s in fixed["steps"]]
+    return msgspec.structs.replace(event, payload=fixed), note
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -164,18 +228,28 @@ class WatsSink(BaseHandler):
         self._load_cached_processes()
 
     # --------------------------------------------------------------------------------------------- token
-    def _read_token(self) -> str | None:
+    def token_path(self) -> Path | None:
+        """``token_file``, else a systemd credential (``LoadCredential=wats-token:…`` puts it in
+        ``$CREDENTIALS_DIRECTORY``), else None (the ``token_env`` variable is used)."""
         if self.cfg.token_file:
-            path = Path(self.cfg.token_file)
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                return None
-            if stat.S_IMODE(st.st_mode) & 0o077:
-                raise ConfigError(f"sinks.wats.token_file {path}: must not be readable by group or others "
-                                  f"(chmod 600 {path})")
-            return path.read_text().strip() or None
-        return os.environ.get(self.cfg.token_env) or None
+            return Path(self.cfg.token_file)
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if creds and (Path(creds) / self.cfg.token_credential).exists():
+            return Path(creds) / self.cfg.token_credential
+        return None
+
+    def _read_token(self) -> str | None:
+        path = self.token_path()
+        if path is None:
+            return os.environ.get(self.cfg.token_env) or None
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            raise ConfigError(f"sinks.wats token file {path}: must not be readable by group or others "
+                              f"(chmod 600 {path})")
+        return path.read_text().strip() or None
 
     def _authorize(self) -> None:
         """Set the Authorization header on the client (once per token, not per request)."""
@@ -183,7 +257,7 @@ class WatsSink(BaseHandler):
             self._token = self._read_token()
             if self._token is None:
                 self.client.headers.pop("Authorization", None)
-                where = self.cfg.token_file or f"${self.cfg.token_env}"
+                where = self.token_path() or f"${self.cfg.token_env}"
                 raise AuthRejected(f"no WATS token ({where} is missing or empty); holding events")
             self.client.headers["Authorization"] = f"Basic {self._token}"
 
@@ -349,10 +423,13 @@ class WatsSink(BaseHandler):
         if self.cfg.require_clock_sync and not self.clock_check():
             raise ClockNotSynchronized("the clock is not synchronized (no NTP yet); holding reports so WATS does "
                                        "not quarantine them as future-dated")
+        event, note = correct_timestamps(event)
         try:
             report = to_wsjf(event, self.station)
         except MappingError as e:
             raise PermanentError(f"cannot build a WSJF report: {e}") from None
+        if note:
+            report["miscInfos"].append({"description": "ClockCorrection", "text": note})
         self._refresh_processes()
         if self._processes is not None and report["processCode"] not in self._processes:
             raise PermanentError(f"processCode {report['processCode']} (test type {test_type_of(event)!r}) is not a "

@@ -10,7 +10,7 @@ from gpiozero.pins.mock import MockConnectedPin, MockFactory
 from agent.config import GpioSourceSection
 from agent.events import Event, EventBus, Journal
 from agent.sources.gpio import GpioSource
-from tests.conftest import run_cli
+from tests.conftest import run_cli, wait_for
 
 COUNTER, LID, PASS_LAMP, FAIL_LAMP, LOOP_OUT, LOOP_IN = 17, 27, 22, 23, 5, 6
 
@@ -30,14 +30,6 @@ def gpio_cfg(**kw):
     base.update(kw)
     return msgspec.convert(base, GpioSourceSection)
 
-
-def wait_for(pred, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 class Rig:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from agent import simulator
-from tests.conftest import ROOT, cli_cmd, run_cli
+from tests.conftest import ROOT, cli_cmd, run_cli, wait_for
 
 
 def serial_config(write_config, tmp_path, driver="jsonl", extra=""):
@@ -39,14 +39,6 @@ def start_agent(cfg):
     return subprocess.Popen(cli_cmd("run", "-c", str(cfg)), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
 
-
-def wait_for(pred, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def controller_seqs(cfg, session):

@@ -13,7 +13,7 @@ import pytest
 from agent.config import ConfigError, WatsSinkSection
 from agent.events import Event, EventBus, Journal
 from agent.sinks.wats import WatsSink, retry_after_seconds
-from tests.conftest import ROOT, cli_cmd, run_cli
+from tests.conftest import ROOT, cli_cmd, run_cli, wait_for
 from tests.wats_standin import WatsStandIn
 
 
@@ -62,14 +62,6 @@ class Uplink:
         self.sink.close()
         self.journal.close()
 
-
-def wait_for(pred, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_backlog_built_while_wats_is_down_drains_exactly_once(wats, tmp_path):
@@ -140,6 +132,18 @@ def test_token_file_readable_by_others_is_refused(wats, tmp_path):
     token_file(tmp_path, wats.token, mode=0o644)
     with pytest.raises(ConfigError, match="chmod 600"):
         WatsSink(cfg, station="s", location="l", purpose="p", data_dir=tmp_path)
+
+
+def test_token_from_a_systemd_credential(wats, tmp_path, monkeypatch):
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "wats-token").write_text(wats.token)
+    (creds / "wats-token").chmod(0o400)  # as systemd's LoadCredential= leaves it
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path, token_file=None))
+    up.bus.publish(result(1))
+    assert wait_for(lambda: wats.unique_reports == 1, 10)
+    up.close()
 
 
 def test_retry_after_is_honoured_and_ambiguous_resets_resend_the_same_id(wats, tmp_path):
@@ -338,3 +342,18 @@ def test_installed_serialized_material_becomes_child_units(wats, tmp_path):
     up.close()
     assert wats.children == {("SN1", "PCBA", "M1", "MOD-A")}
     assert len(dl) == 1 and "SN2" in dl[0].reason and "part_number" in dl[0].reason
+
+
+def test_a_report_stamped_with_a_wrong_clock_is_corrected_not_quarantined(wats, tmp_path):
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path))
+    e = result(1)
+    ahead = datetime.now(timezone.utc) + timedelta(hours=2)  # stamped in an earlier boot by a clock running ahead
+    e = msgspec.structs.replace(e, payload={**msgspec.to_builtins(e.payload), "start_time": ahead.isoformat()},
+                                metadata=msgspec.structs.replace(e.metadata, boot_id="earlier-boot", timestamp=ahead))
+    up.bus.publish(e)
+    assert up.bus.wait_idle(10)
+    dl = up.journal.dead_letters()
+    up.close()
+    assert dl == []
+    report = wats.reports[e.id]  # accepted: the stand-in refuses future-dated reports with 400
+    assert any(m["description"] == "ClockCorrection" and "in the future" in m["text"] for m in report["miscInfos"])

@@ -8,19 +8,11 @@ from agent.events import (
     FilteringHandler, HandlerChain, ImmediateRetryPolicy, Journal, LifecycleManager, LifecycleState,
     MockTransport, NoRetryPolicy, PermanentError, RetryPolicy, SyncHandler, ValidationMiddleware,
 )
+from tests.conftest import wait_for as wait_until
 
 
 def ev(i, t="custom"):
     return Event.create(t, {"i": i})
-
-
-def wait_until(pred, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 class Recorder(BaseHandler):

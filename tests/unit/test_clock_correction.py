@@ -1,0 +1,54 @@
+"""Timestamps taken before NTP synced the clock are corrected from the monotonic clock before going to WATS."""
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import msgspec
+
+from agent.events import Event
+from agent.events.ids import BOOT_ID
+from agent.sinks.wats import correct_timestamps
+
+DAY = 86400.0
+
+
+def stamped(wall: datetime, mono_ns: int, boot: str = BOOT_ID, start: datetime | None = None) -> Event:
+    e = Event.create("test.result", {"unit_id": "SN1", "result": "pass", "start_time": start or wall - timedelta(seconds=5),
+                                     "end_time": start or wall,
+                                     "steps": [{"name": "s", "status": "pass", "start_time": wall - timedelta(seconds=2)}]})
+    e = msgspec.json.decode(msgspec.json.encode(e), type=Event)  # as the journal hands it to the sink
+    return msgspec.structs.replace(e, metadata=msgspec.structs.replace(e.metadata, timestamp=wall, monotonic_ns=mono_ns,
+                                                                        boot_id=boot))
+
+
+def when(s: str) -> float:
+    return datetime.fromisoformat(s).timestamp()
+
+
+def test_event_stamped_before_sync_in_this_boot_is_shifted_by_the_clock_step():
+    now, mono = time.time(), time.monotonic_ns()
+    # 10 s ago (monotonic), the clock read three days ago: fake-hwclock before NTP
+    wall = datetime.fromtimestamp(now - 10 - 3 * DAY, timezone.utc)
+    fixed, note = correct_timestamps(stamped(wall, mono - 10_000_000_000), now=now, now_mono_ns=mono)
+    assert note and "+259200.0 s" in note
+    assert abs(when(fixed.payload["start_time"]) - (now - 15)) < 0.01
+    assert abs(when(fixed.payload["end_time"]) - (now - 10)) < 0.01
+    assert abs(when(fixed.payload["steps"][0]["start_time"]) - (now - 12)) < 0.01
+
+
+def test_a_synced_clock_and_small_slews_change_nothing():
+    now, mono = time.time(), time.monotonic_ns()
+    e = stamped(datetime.fromtimestamp(now - 10.5, timezone.utc), mono - 10_000_000_000)
+    fixed, note = correct_timestamps(e, now=now, now_mono_ns=mono)
+    assert note is None and fixed is e
+
+
+def test_an_earlier_boot_cannot_be_corrected_but_is_never_future_dated():
+    now, mono = time.time(), time.monotonic_ns()
+    future = datetime.fromtimestamp(now + 3600, timezone.utc)
+    e = stamped(future, mono + 5, boot="another-boot", start=future)
+    fixed, note = correct_timestamps(e, now=now, now_mono_ns=mono)
+    assert note and "in the future" in note
+    assert abs(when(fixed.payload["start_time"]) - now) < 1
+    past = stamped(datetime.fromtimestamp(now - DAY, timezone.utc), 5, boot="another-boot")
+    assert correct_timestamps(past, now=now, now_mono_ns=mono) == (past, None)  # past is past: sent as stamped
