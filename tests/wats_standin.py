@@ -43,6 +43,8 @@ class Faults:
     retry_after: str = "1"  # seconds, or "date" for an HTTP-date one second ahead
     unavailable_next: int = 0  # answer 503 to the next N requests
     delay: float = 0.0  # seconds before answering
+    slow_next: int = 0  # the next N requests take slow_delay before they are processed
+    slow_delay: float = 1.0
     reset_after_read_next: int = 0  # store the report, then drop the connection without a response
     poison_ids: set[str] = field(default_factory=set)  # always 400
 
@@ -144,6 +146,12 @@ class WatsStandIn:
         f = self.faults
         if f.delay:
             time.sleep(f.delay)
+        with self.lock:
+            slow = f.slow_next > 0
+            if slow:
+                f.slow_next -= 1
+        if slow:
+            time.sleep(f.slow_delay)  # then processed as usual: the client may have given up (ambiguous)
         if not self.up:
             self._reset(h)
             return

@@ -162,6 +162,29 @@ def test_retry_after_is_honoured_and_ambiguous_resets_resend_the_same_id(wats, t
     assert wats.unique_reports == 2 and wats.receive_count[ev.id] == 1
 
 
+def test_503_bursts_slow_answers_and_dated_retry_after_lose_and_duplicate_nothing(wats, tmp_path):
+    from email.utils import format_datetime
+
+    in3 = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=3), usegmt=True)
+    assert 1.5 < retry_after_seconds(in3) <= 3.0
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path, timeout="0.3s", retry_max="0.5s"))
+    wats.faults.unavailable_next = 6
+    events = [result(i) for i in range(50)]
+    up.bus.publish_many(events[:25])
+    assert wait_for(lambda: wats.requests["POST /api/report/wsjf"] >= 6, 20)
+    wats.faults.slow_next = 2  # answers after the client's timeout: stored, but the agent never hears
+    wats.faults.slow_delay = 0.6
+    wats.faults.rate_limit_next = 1
+    wats.faults.retry_after = "date"
+    up.bus.publish_many(events[25:])
+    assert wait_for(lambda: wats.unique_reports == 50, 30), wats.unique_reports
+    dl = up.journal.dead_letters()
+    up.close()
+    assert dl == [] and set(wats.reports) == {e.id for e in events}
+    assert up.sub.failed >= 9  # six 503s, two timeouts, one 429: all retried
+    assert sum(wats.receive_count.values()) - 50 <= 2  # resends only after the two timeouts, of the same ids
+
+
 def test_reports_are_held_until_the_clock_is_synchronized(wats, tmp_path):
     synced = {"ok": False}
     up = Uplink(tmp_path, sink_cfg(wats, tmp_path, require_clock_sync=True), clock_check=lambda: synced["ok"])
