@@ -181,8 +181,9 @@ def test_503_bursts_slow_answers_and_dated_retry_after_lose_and_duplicate_nothin
     dl = up.journal.dead_letters()
     up.close()
     assert dl == [] and set(wats.reports) == {e.id for e in events}
-    assert up.sub.failed >= 9  # six 503s, two timeouts, one 429: all retried
-    assert sum(wats.receive_count.values()) - 50 <= 2  # resends only after the two timeouts, of the same ids
+    assert up.sub.failed >= 7  # 503s, timeouts and a 429: all retried
+    # the slow requests were stored after the agent gave up on them: only those were sent twice, by the same id
+    assert 1 <= sum(wats.receive_count.values()) - 50 <= 2
 
 
 def test_reports_are_held_until_the_clock_is_synchronized(wats, tmp_path):
