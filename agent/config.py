@@ -227,11 +227,15 @@ class WatsSinkSection(_Section, kw_only=True):
     retry_max: float | str = "5m"  # the longest wait between attempts while WATS is away
     #: "absolute": SetRunningCount/SetTotalCount (WATS >= 25.3); "increment": Count?incrementBy from a ledger
     counters_api: str = "absolute"
+    #: after an ambiguous failure (timeout, reset) of a non-idempotent request, how long WATS is given to finish
+    #: with it before the agent checks whether it landed and, if not, sends it again
+    in_doubt_grace: float | str = "60s"
 
     def __post_init__(self) -> None:
         self.timeout = parse_duration(self.timeout)
         self.processes_refresh = parse_duration(self.processes_refresh)
         self.retry_max = parse_duration(self.retry_max)
+        self.in_doubt_grace = parse_duration(self.in_doubt_grace)
         if not self.url.startswith(("https://", "http://")):
             raise ValueError(f"url {self.url!r} must start with https:// (or http:// for a test server)")
         if self.requests_per_minute <= 0:

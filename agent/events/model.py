@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from . import payloads as p
-from .ids import BOOT_ID, uuid7
+from .ids import BOOT_ID, clock_synchronized, uuid7
 
 
 class EventType(str, enum.Enum):
@@ -137,6 +137,9 @@ class EventMetadata(msgspec.Struct, kw_only=True, omit_defaults=True):
     # a later boot would decode it as its own.
     boot_id: str = msgspec.field(default_factory=lambda: BOOT_ID)
     monotonic_ns: int = msgspec.field(default_factory=time.monotonic_ns)
+    #: The wall clock was not NTP-synchronized when the agent stamped ``timestamp`` (a Pi without RTC after boot):
+    #: sinks that need true times correct it from ``monotonic_ns`` (see ``sinks/wats.py``).
+    clock_unsynced: bool = False
     custom: dict[str, Any] = {}
 
     def __post_init__(self) -> None:
@@ -211,7 +214,8 @@ class Event(msgspec.Struct, kw_only=True):
             correlation_id=correlation_id,
             source_topic=source_topic,
             custom=custom or {},
-            **({"timestamp": _utc(occurred_at, "occurred_at")} if occurred_at is not None else {}),
+            **({"timestamp": _utc(occurred_at, "occurred_at")} if occurred_at is not None
+               else {} if clock_synchronized() else {"clock_unsynced": True}),
         )
         event = cls(event_type=etype, payload=data, metadata=md)
         if validate:

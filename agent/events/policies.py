@@ -39,6 +39,11 @@ class TransientError(Exception):
         self.retry_after = retry_after
 
 
+class NotDelivered(TransientError):
+    """A transient failure where the request certainly changed nothing on the other side (no connection, or a
+    refusal before processing such as HTTP 429/503): a non-idempotent request may be sent again unchecked."""
+
+
 # ------------------------------------------------------------------------------------------------------ retry
 @dataclass
 class RetryConfig:

@@ -82,11 +82,17 @@ class Subscription:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
+        resume = getattr(self.handler, "resume", None)
+        if callable(resume):
+            resume()
         self._thread = threading.Thread(target=self._run, name=f"subscriber-{self.name}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        interrupt = getattr(self.handler, "interrupt", None)
+        if callable(interrupt):  # a handler blocked in a wait of its own (a rate budget) ends it now
+            interrupt()
         self.journal.wake_waiters()
 
     def join(self, timeout: float | None) -> bool:

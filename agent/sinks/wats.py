@@ -25,8 +25,6 @@ before the sync are corrected from the monotonic clock (``correct_timestamps``).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import logging
 import os
@@ -44,9 +42,9 @@ from urllib.parse import quote
 from .. import __version__
 from ..config import ConfigError, WatsSinkSection
 from ..events.handlers import BaseHandler
-from ..events.ids import BOOT_ID
+from ..events.ids import BOOT_ID, clock_synchronized
 from ..events.model import Event, EventType
-from ..events.policies import CircuitBreaker, PermanentError, RetryPolicy, TransientError
+from ..events.policies import CircuitBreaker, NotDelivered, PermanentError, RetryPolicy, TransientError
 from ..protocols.wsjf import MappingError, Station, test_type_of, to_wsjf
 from .wats_ledger import IncrementLedger
 
@@ -61,6 +59,8 @@ SENT_TYPES = (*REPORT_TYPES, EventType.ASSET_COUNTERS.value, EventType.ASSET_STA
               EventType.ASSET_FAULT.value, EventType.ASSET_MAINTENANCE.value, EventType.ASSET_CALIBRATION.value,
               EventType.MATERIAL_INSTALLED.value)
 INFLIGHT_KEY = "wats:log-entry-in-flight"
+#: Absolute values: a later event replaces an earlier one, so an earlier one must never be sent after it.
+LATEST_WINS = (EventType.ASSET_COUNTERS.value, EventType.ASSET_STATE_CHANGED.value)
 JSON = {"Content-Type": "application/json"}
 #: WATS asset states (§4.1) for our AssetState values.
 ASSET_STATE = {"online": 1, "idle": 1, "busy": 1, "offline": 5, "error": 3, "maintenance": 3}
@@ -72,21 +72,20 @@ class AuthRejected(TransientError):
     state = "paused"
 
 
+class Redirected(TransientError):
+    """WATS answered 3xx: the configured url is wrong (http → https, a moved server); not the event's fault."""
+
+    state = "paused"
+
+
+class Stopping(TransientError):
+    """The agent is stopping; the event stays in the journal."""
+
+
 class ClockNotSynchronized(TransientError):
     """Reports wait until NTP has set the clock; everything else flows."""
 
     state = "holding"
-
-
-def clock_synchronized() -> bool:
-    """The kernel's view (adjtimex): NTP clients (systemd-timesyncd, chrony) clear STA_UNSYNC once synced."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        buf = ctypes.create_string_buffer(512)  # struct timex, generously sized; modes = 0 reads only
-        state = libc.adjtimex(buf)
-    except (OSError, AttributeError):
-        return True  # not Linux: assume the OS keeps time
-    return state != 5  # TIME_ERROR: clock not synchronized
 
 
 #: A wall clock stepped by more than this since an event was stamped was wrong then (NTP slews smaller errors).
@@ -99,54 +98,71 @@ def correct_timestamps(event: Event, *, now: float | None = None, now_mono_ns: i
     """Report times as they really were, even if stamped before NTP set the clock.
 
     A Pi has no RTC: until NTP syncs, its clock runs from the last shutdown (fake-hwclock) and is behind, sometimes
-    by days. Every event carries the boot id and a monotonic timestamp besides its wall time. If it was stamped
-    during this boot, its true wall time is ``now - (monotonic now - monotonic then)``; when that differs from the
-    stamped time by more than ``CLOCK_STEP_TOLERANCE``, the clock was stepped since, and the payload's
-    ``start_time``/``end_time`` (and the steps') are shifted by the difference. An event of an earlier boot cannot
-    be corrected this way; one that would be future-dated (WATS quarantines those) is moved back to now. Either
-    correction is written into the report (miscInfo ``ClockCorrection``), so nothing is hidden.
+    by days. An event stamped by the agent while the clock was unsynchronized says so (``clock_unsynced``) and
+    carries the boot id and a monotonic timestamp. If it was stamped during this boot, its true wall time is
+    ``now - (monotonic now - monotonic then)``; when that differs from the stamped time by more than
+    ``CLOCK_STEP_TOLERANCE``, the clock was stepped since, and the payload times taken by the same wrong clock
+    (those nearer the stamped time than the true one: a device with its own good clock is left alone) are
+    shifted by the difference. Whatever happened before, a start that would still be future-dated (WATS
+    quarantines those) is moved back to now. Either correction is written into the report (miscInfo
+    ``ClockCorrection``), so nothing is hidden.
     """
     now = time.time() if now is None else now
     now_mono_ns = time.monotonic_ns() if now_mono_ns is None else now_mono_ns
     md = event.metadata
-    stamped = md.timestamp.timestamp()
-    delta = 0.0
-    note = None
-    if md.boot_id == boot_id and md.monotonic_ns <= now_mono_ns:
+    payload = event.payload if isinstance(event.payload, dict) else {}
+    notes: list[str] = []
+    fixed = payload
+    if md.clock_unsynced and md.boot_id == boot_id and md.monotonic_ns <= now_mono_ns:
+        stamped = md.timestamp.timestamp()
         true_time = now - (now_mono_ns - md.monotonic_ns) / 1e9
-        if abs(true_time - stamped) > CLOCK_STEP_TOLERANCE:
-            delta = true_time - stamped
-            note = (f"times shifted by {delta:+.1f} s: stamped at {md.timestamp.isoformat()} before the clock was "
-                    "synchronized; corrected from the monotonic clock")
-    payload = event.payload
-    start = payload.get("start_time") if isinstance(payload, dict) else None
-    if delta == 0.0 and isinstance(start, str):
+        delta = true_time - stamped
+        if abs(delta) > CLOCK_STEP_TOLERANCE:
+            fixed = _shift_times(payload, delta, near=(stamped, true_time))
+            if fixed is not payload:
+                notes.append(f"times shifted by {delta:+.1f} s: stamped at {md.timestamp.isoformat()} before the "
+                             "clock was synchronized; corrected from the monotonic clock")
+    start = fixed.get("start_time")
+    if isinstance(start, str):
         try:
             ahead = datetime.fromisoformat(start).timestamp() - now
         except ValueError:
             ahead = 0.0
         if ahead > FUTURE_TOLERANCE:
-            delta = -ahead
-            note = (f"start {start} was {ahead:.0f} s in the future (stamped in an earlier boot with a wrong clock); "
-                    "moved to the time of sending")
-    if delta == 0.0:
+            fixed = _shift_times(fixed, -ahead, near=None)
+            notes.append(f"start {start} was {ahead:.0f} s in the future (a device or an earlier boot with a wrong "
+                         "clock); moved to the time of sending")
+    if fixed is payload:
         return event, None
+    return msgspec.structs.replace(event, payload=fixed), "; ".join(notes)
+
+
+def _shift_times(payload: dict[str, Any], delta: float, near: tuple[float, float] | None) -> dict[str, Any]:
+    """``start_time``/``end_time``/``timestamp`` of the payload and its steps moved by ``delta`` seconds; with
+    ``near=(wrong, right)`` only the times closer to the wrong clock than to the right one."""
     shift = timedelta(seconds=delta)
+    changed = False
 
     def moved(d: dict[str, Any]) -> dict[str, Any]:
-        d = dict(d)
+        nonlocal changed
+        out = dict(d)
         for k in ("start_time", "end_time", "timestamp"):
-            if isinstance(d.get(k), str):
-                try:
-                    d[k] = (datetime.fromisoformat(d[k]) + shift).isoformat()
-                except ValueError:
-                    pass  # the mapping will name the bad field
-        return d
+            if not isinstance(d.get(k), str):
+                continue
+            try:
+                t = datetime.fromisoformat(d[k])
+            except ValueError:
+                continue  # the mapping will name the bad field
+            if near is not None and abs(t.timestamp() - near[0]) >= abs(t.timestamp() - near[1]):
+                continue  # taken by a clock that was right
+            out[k] = (t + shift).isoformat()
+            changed = True
+        return out
 
     fixed = moved(payload)
     if isinstance(fixed.get("steps"), list):
         fixed["steps"] = [moved(s) if isinstance(s, dict) else s for s in fixed["steps"]]
-    return msgspec.structs.replace(event, payload=fixed), note
+    return fixed if changed else payload
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -182,10 +198,10 @@ class RateBudget:
                 self._sent.append(now)
                 return
             pause = 60.0 - (now - self._sent[0])
-            if stop is not None and stop.wait(pause):
-                return
             if stop is None:
                 time.sleep(pause)
+            elif stop.wait(pause):
+                raise Stopping("stopping while waiting for the rate budget")
 
 
 class WatsSink(BaseHandler):
@@ -214,7 +230,8 @@ class WatsSink(BaseHandler):
         self.clock_check = clock_check
         self.processes_cache = data_dir / "wats-processes.json"
         self._processes: set[int] | None = None
-        self._processes_at = 0.0
+        self._processes_at: float | None = None  # monotonic time of the last fetch; None: never fetched (cache)
+        self._stopping = threading.Event()
         self._token = self._read_token()
         self.client = httpx.Client(base_url=cfg.url.rstrip("/").removesuffix("/api"), timeout=cfg.timeout,
                                    verify=cfg.verify_tls, headers={"Accept": "application/json"})
@@ -224,6 +241,7 @@ class WatsSink(BaseHandler):
         self.sent = 0
         self._journal = journal
         self._asset_ids: dict[str, str] = {}
+        self._memory_state: dict[str, Any] = {}
         self.ledger = IncrementLedger(self, journal)
         self._load_cached_processes()
 
@@ -241,7 +259,7 @@ class WatsSink(BaseHandler):
     def _read_token(self) -> str | None:
         path = self.token_path()
         if path is None:
-            return os.environ.get(self.cfg.token_env) or None
+            return _checked_token((os.environ.get(self.cfg.token_env) or "").strip(), f"${self.cfg.token_env}")
         try:
             st = path.stat()
         except FileNotFoundError:
@@ -249,12 +267,15 @@ class WatsSink(BaseHandler):
         if stat.S_IMODE(st.st_mode) & 0o077:
             raise ConfigError(f"sinks.wats token file {path}: must not be readable by group or others "
                               f"(chmod 600 {path})")
-        return path.read_text().strip() or None
+        return _checked_token(path.read_text().strip(), str(path))
 
     def _authorize(self) -> None:
         """Set the Authorization header on the client (once per token, not per request)."""
         if self._token is None:
-            self._token = self._read_token()
+            try:
+                self._token = self._read_token()
+            except ConfigError as e:
+                raise AuthRejected(str(e)) from None
             if self._token is None:
                 self.client.headers.pop("Authorization", None)
                 where = self.token_path() or f"${self.cfg.token_env}"
@@ -262,25 +283,46 @@ class WatsSink(BaseHandler):
             self.client.headers["Authorization"] = f"Basic {self._token}"
 
     # --------------------------------------------------------------------------------------------- requests
+    def interrupt(self) -> None:
+        """Called by the subscription when the agent stops: a wait for the rate budget ends at once."""
+        self._stopping.set()
+
+    def resume(self) -> None:
+        """Called by the subscription when it starts (again)."""
+        self._stopping.clear()
+
     def _request(self, method: str, path: str, **kw: Any):
-        self.budget.wait()
+        self.budget.wait(self._stopping)
+        self._authorize()
         try:
-            self._authorize()
             resp = self.client.request(method, path, **kw)
+        except self._httpx.ConnectError as e:
+            raise NotDelivered(f"WATS unreachable: {type(e).__name__}: {self._redact(e)}") from None
         except self._httpx.TimeoutException as e:
+            # a write or read timeout may come after WATS took the request: in doubt
             raise TransientError(f"WATS timed out: {type(e).__name__}") from None
         except self._httpx.TransportError as e:
-            raise TransientError(f"WATS unreachable: {type(e).__name__}: {e}") from None
+            raise TransientError(f"WATS connection failed: {type(e).__name__}: {self._redact(e)}") from None
         code = resp.status_code
         if 200 <= code < 300:
             return resp
-        text = _server_text(resp)
+        text = self._redact(_server_text(resp))
         if code in (401, 403):
             self._token = None  # re-read the token file next time: fixing it resumes delivery
             raise AuthRejected(f"WATS rejects the token ({code}): {text}")
-        if code in (408, 429) or code >= 500:
-            raise TransientError(f"WATS answered {code}: {text}", retry_after_seconds(resp.headers.get("Retry-After")))
+        if 300 <= code < 400:
+            raise Redirected(f"WATS redirects {path} to {resp.headers.get('Location', '?')} ({code}): "
+                             "fix sinks.wats.url")
+        retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+        if code in (429, 503):
+            raise NotDelivered(f"WATS answered {code}: {text}", retry_after)  # refused before processing
+        if code == 408 or code >= 500:
+            raise TransientError(f"WATS answered {code}: {text}", retry_after)
         raise PermanentError(f"WATS refused it ({code}): {text}")
+
+    def _redact(self, error: object) -> str:
+        text = str(error)
+        return text.replace(self._token, "***") if self._token else text
 
     # --------------------------------------------------------------------------------------------- processes
     def _load_cached_processes(self) -> None:
@@ -290,18 +332,26 @@ class WatsSink(BaseHandler):
         except (OSError, ValueError, KeyError, TypeError):
             self._processes = None
 
-    def _refresh_processes(self) -> None:
-        if self._processes is not None and time.monotonic() - self._processes_at < self.cfg.processes_refresh:
+    def _refresh_processes(self, force: bool = False) -> None:
+        """Fetch the test operations when never fetched in this run (the disk cache is only for offline starts),
+        when older than ``processes_refresh``, or when forced (before calling a code unknown)."""
+        fresh = self._processes_at is not None and time.monotonic() - self._processes_at < self.cfg.processes_refresh
+        if self._processes is not None and fresh and not force:
             return
         try:
             resp = self._request("GET", "/api/App/Processes")
-            codes = {int(p["code"]) for p in resp.json() if p.get("isTestOperation")}
+            doc = resp.json()
+            if isinstance(doc, dict):  # an OData-style wrapper
+                doc = doc.get("value", doc)
+            codes = {int(p["code"]) for p in doc if p.get("isTestOperation")}
         except TransientError:
             if self._processes is not None:
                 return  # offline: the cached list will do
             raise
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise TransientError(f"WATS sent an unreadable process list: {e}") from None
+        if not codes:
+            raise TransientError("WATS lists no test operations (GET /api/App/Processes); holding reports")
         self._processes = codes
         self._processes_at = time.monotonic()
         tmp = self.processes_cache.with_suffix(".tmp")
@@ -319,6 +369,8 @@ class WatsSink(BaseHandler):
         p = event.payload
         if t in REPORT_TYPES:
             self._send_report(event)
+        elif t in LATEST_WINS and self._stale(event):
+            return  # an older value than WATS already has (a dead letter replayed late): sending it would undo
         elif t == EventType.ASSET_COUNTERS.value:
             if self.cfg.counters_api == "absolute":
                 self._set_counters(p["asset_id"], p["running_count"], p["total_count"])
@@ -342,7 +394,14 @@ class WatsSink(BaseHandler):
             self._add_children(event)
         else:
             return  # the subscriber's type filter keeps other types away; nothing to send
+        if t in LATEST_WINS:
+            self._state_put(f"wats:latest:{t}:{p['asset_id']}", event.id)
         self.sent += 1
+
+    def _stale(self, event: Event) -> bool:
+        """Event ids are time-ordered (UUIDv7): one older than the last sent for this asset is out of date."""
+        last = self._state_get(f"wats:latest:{event.event_type}:{event.payload['asset_id']}")
+        return isinstance(last, str) and event.id < last
 
     # counters ------------------------------------------------------------------------------------------------
     def _set_counters(self, asset: str, running: int, total: int) -> None:
@@ -376,17 +435,42 @@ class WatsSink(BaseHandler):
 
     def _log_once(self, event: Event, serial: str, method: str, path: str,
                   request: Callable[[str, str], dict[str, Any]]) -> None:
-        """These POSTs create log entries, so a blind resend duplicates one. Each comment carries the event id;
-        before a resend of an event whose earlier attempt is in doubt (an ambiguous failure, or a crash before
-        the acknowledgement was flushed) the asset log is searched for that tag first."""
+        """These POSTs create log entries, so a blind resend duplicates one. Each comment carries the event id,
+        and the attempt is recorded (durably) before it is made. When an earlier attempt of this event is in
+        doubt (a timeout, a reset, a crash before the acknowledgement was flushed), the asset log is searched for
+        the tag before sending again, and only once ``in_doubt_grace`` has passed since that attempt, so a slow
+        server has finished with it."""
         tag = f"[event {event.id}]"
         asset_id = self._asset_id(serial) if path.endswith("Message") else ""
-        if self._journal is not None and self._journal.get_state(INFLIGHT_KEY) == event.id:
+        inflight = self._state_get(INFLIGHT_KEY)
+        if isinstance(inflight, dict) and inflight.get("event") == event.id and not inflight.get("not_sent"):
+            waited = time.time() - float(inflight.get("at", 0))
+            if waited < self.in_doubt_grace:
+                raise TransientError(f"log entry for event {event.id} in doubt; checking again in "
+                                     f"{self.in_doubt_grace - waited:.0f} s", self.in_doubt_grace - waited)
             if self._logged(serial, tag):
                 return
-        elif self._journal is not None:
-            self._journal.set_state(INFLIGHT_KEY, event.id)
-        self._request(method, path, **request(tag, asset_id))
+        self._state_put(INFLIGHT_KEY, {"event": event.id, "at": time.time()})
+        try:
+            self._request(method, path, **request(tag, asset_id))
+        except NotDelivered:
+            self._state_put(INFLIGHT_KEY, {"event": event.id, "at": time.time(), "not_sent": True})
+            raise
+
+    @property
+    def in_doubt_grace(self) -> float:
+        """How long after an ambiguous attempt WATS is given before its effect is checked (then resent): never
+        less than the request timeout, so a request still being processed has finished."""
+        return max(float(self.cfg.in_doubt_grace), float(self.cfg.timeout))
+
+    def _state_get(self, key: str) -> Any:
+        return self._journal.get_state(key) if self._journal is not None else self._memory_state.get(key)
+
+    def _state_put(self, key: str, value: Any) -> None:
+        if self._journal is not None:
+            self._journal.set_state(key, value)
+        else:
+            self._memory_state[key] = value
 
     def _logged(self, serial: str, tag: str) -> bool:
         asset_id = self._asset_id(serial)
@@ -395,7 +479,11 @@ class WatsSink(BaseHandler):
         try:
             entries = resp.json()
         except ValueError:
-            return False
+            entries = None
+        if isinstance(entries, dict):
+            entries = entries.get("value")
+        if not isinstance(entries, list):
+            raise TransientError("WATS sent an unreadable asset log; cannot tell whether the entry was made")
         return any(tag in str(e.get("comment", "")) for e in entries if isinstance(e, dict))
 
     # production ---------------------------------------------------------------------------------------------------
@@ -410,10 +498,11 @@ class WatsSink(BaseHandler):
         if not parent_pn:
             raise PermanentError(f"material.installed for unit {p['unit_id']!r} has no custom_data.part_number; "
                                  "WATS' AddChildUnit needs the parent's part number")
-        for c in children:
+        for c in children:  # all checked before any is sent
             if not c.get("part_number"):
                 raise PermanentError(f"component {c['reference_designator']} ({c['serial_number']}) has no "
                                      "part_number; WATS' AddChildUnit needs it")
+        for c in children:
             self._request("POST", "/api/Production/AddChildUnit", params={
                 "parentSerialNumber": p["unit_id"], "parentPartNumber": parent_pn,
                 "childSerialNumber": c["serial_number"], "childPartNumber": c["part_number"]})
@@ -432,12 +521,26 @@ class WatsSink(BaseHandler):
             report["miscInfos"].append({"description": "ClockCorrection", "text": note})
         self._refresh_processes()
         if self._processes is not None and report["processCode"] not in self._processes:
+            if self._processes_at is None or time.monotonic() - self._processes_at > 60.0:
+                self._refresh_processes(force=True)  # ask WATS once more before calling the code unknown
+        if self._processes is not None and report["processCode"] not in self._processes:
             raise PermanentError(f"processCode {report['processCode']} (test type {test_type_of(event)!r}) is not a "
                                  f"test operation on this WATS server; known: {sorted(self._processes)}")
         self._request("POST", "/api/Report/WSJF", content=msgspec.json.encode(report), headers=JSON)
 
     def close(self) -> None:
         self.client.close()
+
+
+def _checked_token(token: str, where: str) -> str | None:
+    """A token with whitespace or control characters inside (``base64`` wraps at 76 columns) would be refused by
+    httpx with the header, token included, in the error text; refuse it here without quoting it."""
+    if not token:
+        return None
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in token):
+        raise ConfigError(f"sinks.wats token in {where} contains whitespace or control characters "
+                          "(a wrapped base64 line?); write it on one line")
+    return token
 
 
 def _server_text(resp) -> str:

@@ -21,13 +21,18 @@ assumes this agent is the only one counting the asset in WATS (reference §4.5: 
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import TYPE_CHECKING, Any
 
-from ..events.policies import PermanentError
+from ..events.policies import NotDelivered, PermanentError, TransientError
 
 if TYPE_CHECKING:
     from ..events.journal import Journal
     from .wats import WatsSink
+
+
+log = logging.getLogger(__name__)
 
 
 def ledger_key(asset: str) -> str:
@@ -36,6 +41,7 @@ def ledger_key(asset: str) -> str:
 
 class IncrementLedger:
     def __init__(self, sink: "WatsSink", journal: "Journal | None") -> None:
+
         self.sink = sink
         self.journal = journal
         self._memory: dict[str, Any] = {}  # without a journal (bare handler): no crash safety, same logic
@@ -71,21 +77,33 @@ class IncrementLedger:
             self._put(asset, ledger)
         if ledger["pending"] is not None:
             ledger = self._settle(asset, ledger)
+        if total < ledger["sent_total"]:
+            # The fixture's total went down: its counter was replaced or wiped. WATS keeps what it counted; the
+            # new counter's counts are added from zero (a total never goes down on WATS).
+            log.warning("asset %s: total count went down from %d to %d (counter replaced?); counting from zero",
+                        asset, ledger["sent_total"], total)
+            ledger = {**ledger, "sent_total": 0, "sent_running": 0}
+            self._put(asset, ledger)
         while True:
             step = self._next_step(ledger, running, total)
             if step is None:
                 return
             kind, n = step
             if kind == "reset":
+                # Setting the running count to 0 twice (a crash before the ledger is saved) only adds a log line.
                 self.sink._request("POST", "/api/Asset/ResetRunningCount",
                                    params={"serialNumber": asset, "comment": "running count reset on the fixture"})
                 ledger = {**ledger, "sent_running": 0}
                 self._put(asset, ledger)
                 continue
-            pending = {"by": n, "expect_total": ledger["server_total"] + n}
+            pending = {"by": n, "expect_total": ledger["server_total"] + n, "at": time.time()}
             ledger = {**ledger, "pending": pending}
             self._put(asset, ledger)
-            self.sink._request("PUT", "/api/Asset/Count", params={"serialNumber": asset, "incrementBy": n})
+            try:
+                self.sink._request("PUT", "/api/Asset/Count", params={"serialNumber": asset, "incrementBy": n})
+            except NotDelivered:
+                self._put(asset, {**ledger, "pending": {**pending, "not_sent": True}})  # certain: resend freely
+                raise
             ledger = self._acknowledged(ledger)
             self._put(asset, ledger)
 
@@ -111,10 +129,22 @@ class IncrementLedger:
                 "server_total": ledger["pending"]["expect_total"], "pending": None}
 
     def _settle(self, asset: str, ledger: dict[str, Any]) -> dict[str, Any]:
-        """An increment is in doubt: read WATS' total to learn whether it landed, instead of guessing."""
+        """An increment may be in flight. If it certainly never reached WATS, forget it; otherwise give WATS
+        ``in_doubt_grace`` to finish with it (a slow server may apply it after we gave up waiting), then read
+        WATS' total to learn whether it landed, instead of guessing."""
+        pending = ledger["pending"]
+        if pending.get("not_sent"):
+            ledger = {**ledger, "pending": None}
+            self._put(asset, ledger)
+            return ledger
+        waited = time.time() - float(pending.get("at", 0))
+        grace = self.sink.in_doubt_grace
+        if waited < grace:
+            raise TransientError(f"asset {asset}: increment of {pending['by']} in doubt; checking WATS' count in "
+                                 f"{grace - waited:.0f} s", grace - waited)
         server_total, _ = self._server_counts(asset)
         self.verified += 1
-        if server_total >= ledger["pending"]["expect_total"]:
+        if server_total >= pending["expect_total"]:
             ledger = self._acknowledged(ledger)
         else:
             ledger = {**ledger, "pending": None, "server_total": server_total}

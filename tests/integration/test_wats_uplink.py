@@ -34,7 +34,7 @@ def token_file(tmp_path, token, mode=0o600):
 def sink_cfg(wats, tmp_path, **kw):
     base = {"url": wats.url, "token_file": str(token_file(tmp_path, wats.token)), "process_codes": {"test": 50},
             "default_part_number": "PN-1", "requests_per_minute": 1_000_000, "require_clock_sync": False,
-            "retry_max": "0.5s"}
+            "retry_max": "0.5s", "timeout": "2s"}
     base.update(kw)
     return msgspec.convert(base, WatsSinkSection)
 
@@ -289,7 +289,7 @@ def test_increment_mode_reaches_exact_counts_across_resets(wats, tmp_path):
 
 def test_an_increment_in_doubt_is_verified_not_resent(wats, tmp_path):
     wats.register_asset("FX-1")
-    up = Uplink(tmp_path, sink_cfg(wats, tmp_path, counters_api="increment"))
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path, counters_api="increment", in_doubt_grace="1s"))
     wats.faults.reset_after_read_next = 1  # WATS counts it, the agent never hears
     up.bus.publish(counters("FX-1", 10, 10))
     assert up.bus.wait_idle(10)
@@ -303,6 +303,17 @@ def test_an_increment_in_doubt_is_verified_not_resent(wats, tmp_path):
     assert up.bus.wait_idle(10)
     up.close()
     assert wats.assets["FX-1"]["totalCount"] == 12 and wats.increments == [("FX-1", 10), ("FX-1", 2)]
+
+
+def test_an_increment_applied_after_the_agent_gave_up_waiting_is_not_counted_twice(wats, tmp_path):
+    wats.register_asset("FX-1")
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path, counters_api="increment", timeout="0.3s", in_doubt_grace="2s"))
+    wats.faults.slow_next = 1  # processed a second after the agent's timeout
+    wats.faults.slow_delay = 1.0
+    up.bus.publish(counters("FX-1", 10, 10))
+    assert wait_for(lambda: up.sub.delivered == 1, 15)
+    up.close()
+    assert wats.increments == [("FX-1", 10)] and wats.assets["FX-1"]["totalCount"] == 10
 
 
 def test_a_crash_between_increment_and_acknowledgement_does_not_double_count(wats, tmp_path):
@@ -325,7 +336,7 @@ def test_a_crash_between_increment_and_acknowledgement_does_not_double_count(wat
 
 def test_faults_maintenance_and_calibration_become_asset_log_entries_once(wats, tmp_path):
     wats.register_asset("FX-1")
-    up = Uplink(tmp_path, sink_cfg(wats, tmp_path))
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path, in_doubt_grace="1s"))
     now = datetime.now(timezone.utc)
     fault = Event.create("asset.fault", {"asset_id": "FX-1", "fault_code": "E42", "fault_message": "pogo pin open",
                                          "timestamp": now})
@@ -381,3 +392,43 @@ def test_a_report_stamped_with_a_wrong_clock_is_corrected_not_quarantined(wats, 
     assert dl == []
     report = wats.reports[e.id]  # accepted: the stand-in refuses future-dated reports with 400
     assert any(m["description"] == "ClockCorrection" and "in the future" in m["text"] for m in report["miscInfos"])
+
+
+def test_a_wrapped_token_is_refused_without_being_quoted(wats, tmp_path):
+    cfg = sink_cfg(wats, tmp_path)
+    (tmp_path / "wats.token").write_text("c2VjcmV0LXBhcnQt\nb25lLWFuZC10d28=\n")
+    with pytest.raises(ConfigError) as err:
+        WatsSink(cfg, station="s", location="l", purpose="p", data_dir=tmp_path)
+    assert "one line" in str(err.value) and "c2VjcmV0" not in str(err.value)
+
+
+def test_an_older_counter_replayed_late_never_sets_wats_back(wats, tmp_path):
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path))
+    older, newer = counters("FX-1", 50, 1000), counters("FX-1", 80, 1030)
+    up.bus.publish(newer)
+    assert up.bus.wait_idle(10)
+    up.bus.publish(older)  # e.g. `dlq retry` of an event that failed long ago
+    assert up.bus.wait_idle(10)
+    up.close()
+    assert (wats.assets["FX-1"]["totalCount"], wats.assets["FX-1"]["runningCount"]) == (1030, 80)
+    assert wats.requests["PUT /api/asset/settotalcount"] == 1
+
+
+def test_stopping_is_not_held_up_by_the_rate_budget(wats, tmp_path):
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path, requests_per_minute=2))
+    up.bus.publish_many([result(i) for i in range(4)])
+    assert wait_for(lambda: wats.unique_reports == 1, 10)  # the process list and one report used the budget
+    t0 = time.monotonic()
+    up.close()
+    assert time.monotonic() - t0 < 3.0
+    assert wats.unique_reports == 1  # the rest wait in the journal
+
+
+def test_a_cached_process_list_is_refreshed_before_a_code_is_called_unknown(wats, tmp_path):
+    (tmp_path / "wats-processes.json").write_text(json.dumps({"test_codes": [10]}))  # from before code 50 existed
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path))
+    up.bus.publish(result(1))
+    assert wait_for(lambda: wats.unique_reports == 1, 10)
+    dl = up.journal.dead_letters()
+    up.close()
+    assert dl == [] and wats.requests["GET /api/app/processes"] >= 1

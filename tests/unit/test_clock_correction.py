@@ -12,13 +12,14 @@ from agent.sinks.wats import correct_timestamps
 DAY = 86400.0
 
 
-def stamped(wall: datetime, mono_ns: int, boot: str = BOOT_ID, start: datetime | None = None) -> Event:
+def stamped(wall: datetime, mono_ns: int, boot: str = BOOT_ID, start: datetime | None = None,
+            unsynced: bool = True) -> Event:
     e = Event.create("test.result", {"unit_id": "SN1", "result": "pass", "start_time": start or wall - timedelta(seconds=5),
                                      "end_time": start or wall,
                                      "steps": [{"name": "s", "status": "pass", "start_time": wall - timedelta(seconds=2)}]})
     e = msgspec.json.decode(msgspec.json.encode(e), type=Event)  # as the journal hands it to the sink
     return msgspec.structs.replace(e, metadata=msgspec.structs.replace(e.metadata, timestamp=wall, monotonic_ns=mono_ns,
-                                                                        boot_id=boot))
+                                                                        boot_id=boot, clock_unsynced=unsynced))
 
 
 def when(s: str) -> float:
@@ -52,3 +53,26 @@ def test_an_earlier_boot_cannot_be_corrected_but_is_never_future_dated():
     assert abs(when(fixed.payload["start_time"]) - now) < 1
     past = stamped(datetime.fromtimestamp(now - DAY, timezone.utc), 5, boot="another-boot")
     assert correct_timestamps(past, now=now, now_mono_ns=mono) == (past, None)  # past is past: sent as stamped
+
+
+def test_times_from_a_device_with_a_good_clock_are_left_alone():
+    now, mono = time.time(), time.monotonic_ns()
+    wall = datetime.fromtimestamp(now - 10 - 3 * DAY, timezone.utc)  # the Pi's clock was wrong
+    device_start = datetime.fromtimestamp(now - 15, timezone.utc)  # the device's was right
+    e = stamped(wall, mono - 10_000_000_000, start=device_start)
+    fixed, note = correct_timestamps(e, now=now, now_mono_ns=mono)
+    assert abs(when(fixed.payload["start_time"]) - (now - 15)) < 0.01  # not pushed three days into the future
+    assert abs(when(fixed.payload["steps"][0]["start_time"]) - (now - 12)) < 0.01  # the Pi-stamped step is fixed
+    assert note and "shifted" in note
+
+
+def test_a_time_given_on_purpose_while_the_clock_was_synced_is_not_corrected():
+    now, mono = time.time(), time.monotonic_ns()
+    hour_ago = datetime.fromtimestamp(now - 3600, timezone.utc)  # publish --stdin with occurred_at
+    e = stamped(hour_ago, mono, unsynced=False)
+    assert correct_timestamps(e, now=now, now_mono_ns=mono) == (e, None)
+
+
+def test_occurred_at_is_never_flagged_unsynced():
+    e = Event.create("custom", {}, occurred_at=datetime.now(timezone.utc) - timedelta(hours=1))
+    assert e.metadata.clock_unsynced is False
