@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Union
 
 import msgspec
 
 from ..events.model import Event, EventType
 from ..events.payloads import (
-    AssetCountersEvent, AssetFaultEvent, AssetState, AssetStateChangedEvent, SeverityLevel, TestResultEvent,
-    TestStep,
+    AssetCountersEvent, AssetFaultEvent, AssetState, AssetStateChangedEvent, SeverityLevel,
 )
-from .results import judged, overall, read_result
+from .results import ReportedStep, reported_test
 
 
 class ProtocolError(ValueError):
@@ -60,13 +59,8 @@ class Counters(_Msg, tag="counters"):
     total_count: int
 
 
-class SelftestStep(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    status: str | None = None
-    value: float | bool | str | None = None
-    unit: str = ""
-    low: float | None = None
-    high: float | None = None
+class SelftestStep(ReportedStep, forbid_unknown_fields=True):
+    pass
 
 
 class Selftest(_Msg, tag="selftest"):
@@ -173,18 +167,11 @@ def to_events(msg: Message, *, asset_id: str, source: str, received: datetime | 
             raise ProtocolError(f"invalid counters: {e}", msg.seq, msg.session) from None
         return [Event.create(EventType.ASSET_COUNTERS, payload, source=source)]
     if isinstance(msg, Selftest):
-        steps = []
-        for s in msg.steps:
-            m = judged(s.name, s.value, s.unit, s.low, s.high)
-            if s.status is not None and s.low is None and s.high is None and not isinstance(s.value, (int, float)):
-                m.status = _result(s.status, msg)
-            steps.append(TestStep(name=s.name, status=m.status, measurements=[m], step_type="selftest"))
-        reported = _result(msg.result, msg)
-        end = when
-        start = when - timedelta(milliseconds=msg.duration_ms) if msg.duration_ms else when
-        payload = TestResultEvent(unit_id=msg.unit_id or asset, result=overall([s.status for s in steps], reported),
-                                  start_time=start, end_time=end, fixture_id=asset, steps=steps,
-                                  custom_data={**custom, "test_type": "selftest"})
+        try:
+            payload = reported_test(unit_id=msg.unit_id or asset, reported=msg.result, steps=msg.steps, when=when,
+                                    duration_ms=msg.duration_ms, fixture_id=asset, custom=custom)
+        except ValueError as e:
+            raise ProtocolError(str(e), msg.seq, msg.session) from None
         return [Event.create(EventType.TEST_RESULT, payload, source=source)]
     if isinstance(msg, State):
         payload = AssetStateChangedEvent(asset_id=asset, new_state=msg.state, timestamp=when, reason=msg.reason,
@@ -201,9 +188,3 @@ def to_events(msg: Message, *, asset_id: str, source: str, received: datetime | 
                                      reason="controller started", custom_data={**custom, **ident})
     return [Event.create(EventType.ASSET_STATE_CHANGED, payload, source=source)]
 
-
-def _result(word: str, msg: _Msg):
-    try:
-        return read_result(word)
-    except ValueError as e:
-        raise ProtocolError(str(e), msg.seq, msg.session) from None

@@ -7,7 +7,12 @@ device's own verdict can be wrong). Result words arrive in many spellings (``"pa
 
 from __future__ import annotations
 
-from ..events.payloads import TestMeasurement, TestResult, within_limits
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from ..events.payloads import TestMeasurement, TestResult, TestResultEvent, TestStep, within_limits
 
 _RESULT_WORDS = {
     "pass": TestResult.PASS, "passed": TestResult.PASS, "p": TestResult.PASS, "ok": TestResult.PASS,
@@ -64,3 +69,32 @@ def overall(statuses: list[TestResult], reported: TestResult | None = None) -> T
     if reported is not None and reported is not TestResult.PASS:
         return reported
     return TestResult.PASS
+
+
+class ReportedStep(msgspec.Struct):
+    """A step as devices report it (the serial protocol's ``selftest`` steps, the MQTT seed's ``steps``)."""
+
+    name: str
+    status: str | None = None
+    value: float | bool | str | None = None
+    unit: str = ""
+    low: float | None = None
+    high: float | None = None
+
+
+def reported_test(*, unit_id: str, reported: object, steps: list[ReportedStep], when: datetime,
+                  duration_ms: float | None = None, fixture_id: str | None = None, test_type: str = "selftest",
+                  part_number: str | None = None, custom: dict[str, Any] | None = None) -> TestResultEvent:
+    """A device's test report as a ``TestResultEvent``: each step judged by the agent (a step's own status word
+    counts only where there is nothing to judge), the overall result the worst of steps and the device's word.
+    Raises ValueError naming a result word it cannot read."""
+    out = []
+    for s in steps:
+        m = judged(s.name, s.value, s.unit, s.low, s.high)
+        if s.status is not None and s.low is None and s.high is None and not isinstance(s.value, (int, float)):
+            m.status = read_result(s.status)
+        out.append(TestStep(name=s.name, status=m.status, measurements=[m], step_type=test_type))
+    start = when - timedelta(milliseconds=duration_ms) if duration_ms else when
+    return TestResultEvent(unit_id=unit_id, result=overall([s.status for s in out], read_result(reported)),
+                           start_time=start, end_time=when, fixture_id=fixture_id, part_number=part_number,
+                           steps=out, custom_data={**(custom or {}), "test_type": test_type})
