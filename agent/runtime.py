@@ -29,7 +29,6 @@ log = logging.getLogger("agent")
 #: Sinks this version can configure but does not yet implement. Their durable cursor is registered, so the
 #: journal keeps every event for them (the demo's "buffering" uplinks); status shows them as parked.
 PARKED_SINKS = {"mqtt": "MQTT telemetry", "cfx": "CFX endpoint"}
-BUILT_SINKS = {"wats"}
 
 
 class AgentAlreadyRunning(RuntimeError):
@@ -72,8 +71,8 @@ class Agent:
                                  purpose=cfg.agent.purpose, data_dir=cfg.data_dir, journal=self.journal)
             self.bus.register_handler(self.wats)
         for name in cfg.enabled_sinks():
-            if name in BUILT_SINKS:
-                continue
+            if name not in PARKED_SINKS:
+                continue  # built above
             self.journal.register_subscriber(name)
             self.journal.set_subscriber_state(name, "parked", f"{PARKED_SINKS[name]} is not in this version; "
                                               "events are kept in the journal for it")

@@ -61,22 +61,23 @@ BOOT_ID: str = _read_boot_id()
 
 
 _sync_checked = (0.0, True)
+_adjtimex = None
 
 
 def clock_synchronized() -> bool:
     """The kernel's view (adjtimex): NTP clients (systemd-timesyncd, chrony) clear STA_UNSYNC once synced.
-    Read at most once a second (every event asks)."""
-    global _sync_checked
+    Read at most once a second (every event asks); libc is looked up once (``find_library`` runs ldconfig)."""
+    global _sync_checked, _adjtimex
     now = time.monotonic()
     if now - _sync_checked[0] < 1.0:
         return _sync_checked[1]
-    try:
-        import ctypes
-        import ctypes.util
+    import ctypes
 
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    try:
+        if _adjtimex is None:
+            _adjtimex = ctypes.CDLL(None, use_errno=True).adjtimex  # libc is already in the process
         buf = ctypes.create_string_buffer(512)  # struct timex, generously sized; modes = 0 reads only
-        synced = libc.adjtimex(buf) != 5  # TIME_ERROR: clock not synchronized
+        synced = _adjtimex(buf) != 5  # TIME_ERROR: clock not synchronized
     except (OSError, AttributeError):
         synced = True  # not Linux: assume the OS keeps time
     _sync_checked = (now, synced)

@@ -242,11 +242,10 @@ class WatsSink(BaseHandler):
         if self._token is not None:
             self.client.headers["Authorization"] = f"Basic {self._token}"
         self._httpx = httpx
-        self.sent = 0
         self._journal = journal
         self._asset_ids: dict[str, str] = {}
         self._memory_state: dict[str, Any] = {}
-        self.ledger = IncrementLedger(self, journal)
+        self.ledger = IncrementLedger(self)
         self._load_cached_processes()
 
     # --------------------------------------------------------------------------------------------- token
@@ -385,13 +384,14 @@ class WatsSink(BaseHandler):
                           params={"serialNumber": p["asset_id"], "state": ASSET_STATE.get(p["new_state"], 0)})
         elif t == EventType.ASSET_FAULT.value:
             state = "cleared" if p.get("cleared") else p.get("severity", "error")
-            self._log_once(event, p["asset_id"], "POST", "/api/Asset/Message", lambda tag, asset_id: {"json": {
+            asset_id = self._asset_id(p["asset_id"])
+            self._log_once(event, p["asset_id"], "/api/Asset/Message", lambda tag: {"json": {
                 "assetId": asset_id, "user": self.cfg.operator,
                 "comment": f"Fault {p['fault_code']} ({state}): {p['fault_message']} {tag}"}})
         elif t in (EventType.ASSET_MAINTENANCE.value, EventType.ASSET_CALIBRATION.value):
             path = "/api/Asset/Maintenance" if t == EventType.ASSET_MAINTENANCE.value else "/api/Asset/Calibration"
             by = f" by {p['performed_by']}" if p.get("performed_by") else ""
-            self._log_once(event, p["asset_id"], "POST", path, lambda tag, _id: {"params": {
+            self._log_once(event, p["asset_id"], path, lambda tag: {"params": {
                 "serialNumber": p["asset_id"], "dateTime": p["timestamp"],
                 "comment": f"{p['maintenance_type']}: {p['description']}{by} {tag}"}})
         elif t == EventType.MATERIAL_INSTALLED.value:
@@ -399,12 +399,11 @@ class WatsSink(BaseHandler):
         else:
             return  # the subscriber's type filter keeps other types away; nothing to send
         if t in LATEST_WINS:
-            self._state_put(f"wats:latest:{t}:{p['asset_id']}", event.id)
-        self.sent += 1
+            self.state_put(f"wats:latest:{t}:{p['asset_id']}", event.id)
 
     def _stale(self, event: Event) -> bool:
         """Event ids are time-ordered (UUIDv7): one older than the last sent for this asset is out of date."""
-        last = self._state_get(f"wats:latest:{event.event_type}:{event.payload['asset_id']}")
+        last = self.state_get(f"wats:latest:{event.event_type}:{event.payload['asset_id']}")
         return isinstance(last, str) and event.id < last
 
     # counters ------------------------------------------------------------------------------------------------
@@ -437,29 +436,39 @@ class WatsSink(BaseHandler):
             self._asset_ids[serial] = cached
         return cached
 
-    def _log_once(self, event: Event, serial: str, method: str, path: str,
-                  request: Callable[[str, str], dict[str, Any]]) -> None:
-        """These POSTs create log entries, so a blind resend duplicates one. Each comment carries the event id,
-        and the attempt is recorded (durably) before it is made. When an earlier attempt of this event is in
-        doubt (a timeout, a reset, a crash before the acknowledgement was flushed), the asset log is searched for
-        the tag before sending again, and only once ``in_doubt_grace`` has passed since that attempt, so a slow
-        server has finished with it."""
+    def _log_once(self, event: Event, serial: str, path: str, request: Callable[[str], dict[str, Any]]) -> None:
+        """These POSTs create log entries, so a blind resend duplicates one. Each comment carries the event id and
+        the attempt is recorded (durably) before it is made; an attempt in doubt is checked in the asset log for
+        that tag before sending again (see ``check_due``)."""
         tag = f"[event {event.id}]"
-        asset_id = self._asset_id(serial) if path.endswith("Message") else ""
-        inflight = self._state_get(INFLIGHT_KEY)
-        if isinstance(inflight, dict) and inflight.get("event") == event.id and not inflight.get("not_sent"):
-            waited = time.time() - float(inflight.get("at", 0))
-            if waited < self.in_doubt_grace:
-                raise TransientError(f"log entry for event {event.id} in doubt; checking again in "
-                                     f"{self.in_doubt_grace - waited:.0f} s", self.in_doubt_grace - waited)
-            if self._logged(serial, tag):
+        attempt = self.state_get(INFLIGHT_KEY)
+        if isinstance(attempt, dict) and attempt.get("event") == event.id:
+            if self.check_due(attempt, f"log entry for event {event.id}") and self._logged(serial, tag):
                 return
-        self._state_put(INFLIGHT_KEY, {"event": event.id, "at": time.time()})
+        self.attempt(lambda record: self.state_put(INFLIGHT_KEY, record), {"event": event.id},
+                     lambda: self._request("POST", path, **request(tag)))
+
+    # requests that are not idempotent ---------------------------------------------------------------------------
+    def attempt(self, record: Callable[[dict[str, Any]], None], what: dict[str, Any], send: Callable[[], Any]) -> Any:
+        """Send a request that must not be repeated blindly: ``what`` is recorded (durably, with the time) before
+        it is sent, and marked ``not_sent`` when it certainly did not arrive (so it may simply be sent again)."""
+        record({**what, "at": time.time()})
         try:
-            self._request(method, path, **request(tag, asset_id))
+            return send()
         except NotDelivered:
-            self._state_put(INFLIGHT_KEY, {"event": event.id, "at": time.time(), "not_sent": True})
+            record({**what, "at": time.time(), "not_sent": True})
             raise
+
+    def check_due(self, attempt: dict[str, Any], what: str) -> bool:
+        """For an ``attempt`` recorded earlier: False if it certainly never arrived (send again); True if it may
+        have, and ``in_doubt_grace`` has passed, so its effect on WATS can be checked now; otherwise a transient
+        wait, because a slow WATS may still be applying it after the client gave up."""
+        if attempt.get("not_sent"):
+            return False
+        wait = self.in_doubt_grace - (time.time() - float(attempt.get("at", 0)))
+        if wait > 0:
+            raise TransientError(f"{what} in doubt; checking WATS in {wait:.0f} s", wait)
+        return True
 
     @property
     def in_doubt_grace(self) -> float:
@@ -467,12 +476,13 @@ class WatsSink(BaseHandler):
         less than the request timeout, so a request still being processed has finished."""
         return max(float(self.cfg.in_doubt_grace), float(self.cfg.timeout))
 
-    def _state_get(self, key: str) -> Any:
+    def state_get(self, key: str) -> Any:
+        """Small state that must survive a crash with the events: the journal's state table (memory without one)."""
         return self._journal.get_state(key) if self._journal is not None else self._memory_state.get(key)
 
-    def _state_put(self, key: str, value: Any) -> None:
+    def state_put(self, key: str, value: Any) -> None:
         if self._journal is not None:
-            self._journal.set_state(key, value)
+            self._journal.set_state(key, value)  # committed (fsynced) before we go on
         else:
             self._memory_state[key] = value
 

@@ -22,13 +22,11 @@ assumes this agent is the only one counting the asset in WATS (reference §4.5: 
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
-from ..events.policies import NotDelivered, PermanentError, TransientError
+from ..events.policies import PermanentError
 
 if TYPE_CHECKING:
-    from ..events.journal import Journal
     from .wats import WatsSink
 
 
@@ -40,24 +38,15 @@ def ledger_key(asset: str) -> str:
 
 
 class IncrementLedger:
-    def __init__(self, sink: "WatsSink", journal: "Journal | None") -> None:
-
+    def __init__(self, sink: "WatsSink") -> None:
         self.sink = sink
-        self.journal = journal
-        self._memory: dict[str, Any] = {}  # without a journal (bare handler): no crash safety, same logic
         self.verified = 0  # in-doubt increments resolved by reading the asset back
 
-    # state -------------------------------------------------------------------------------------------------------
     def _get(self, asset: str) -> dict[str, Any] | None:
-        if self.journal is None:
-            return self._memory.get(asset)
-        return self.journal.get_state(ledger_key(asset))
+        return self.sink.state_get(ledger_key(asset))
 
     def _put(self, asset: str, ledger: dict[str, Any]) -> None:
-        if self.journal is None:
-            self._memory[asset] = ledger
-        else:
-            self.journal.set_state(ledger_key(asset), ledger)  # committed (fsynced) before we go on
+        self.sink.state_put(ledger_key(asset), ledger)
 
     def _server_counts(self, asset: str) -> tuple[int, int]:
         doc = self.sink.asset_record(asset)
@@ -96,15 +85,11 @@ class IncrementLedger:
                 ledger = {**ledger, "sent_running": 0}
                 self._put(asset, ledger)
                 continue
-            pending = {"by": n, "expect_total": ledger["server_total"] + n, "at": time.time()}
-            ledger = {**ledger, "pending": pending}
-            self._put(asset, ledger)
-            try:
-                self.sink._request("PUT", "/api/Asset/Count", params={"serialNumber": asset, "incrementBy": n})
-            except NotDelivered:
-                self._put(asset, {**ledger, "pending": {**pending, "not_sent": True}})  # certain: resend freely
-                raise
-            ledger = self._acknowledged(ledger)
+            pending, before = {"by": n, "expect_total": ledger["server_total"] + n}, ledger
+            self.sink.attempt(lambda record: self._put(asset, {**before, "pending": record}), pending,
+                              lambda: self.sink._request("PUT", "/api/Asset/Count",
+                                                         params={"serialNumber": asset, "incrementBy": n}))
+            ledger = self._acknowledged({**before, "pending": pending})
             self._put(asset, ledger)
 
     @staticmethod
@@ -129,24 +114,17 @@ class IncrementLedger:
                 "server_total": ledger["pending"]["expect_total"], "pending": None}
 
     def _settle(self, asset: str, ledger: dict[str, Any]) -> dict[str, Any]:
-        """An increment may be in flight. If it certainly never reached WATS, forget it; otherwise give WATS
-        ``in_doubt_grace`` to finish with it (a slow server may apply it after we gave up waiting), then read
-        WATS' total to learn whether it landed, instead of guessing."""
+        """An increment may be in flight: forget it if it certainly never arrived; otherwise (once the sink's
+        grace has passed) read WATS' total to learn whether it landed, instead of guessing."""
         pending = ledger["pending"]
-        if pending.get("not_sent"):
-            ledger = {**ledger, "pending": None}
-            self._put(asset, ledger)
-            return ledger
-        waited = time.time() - float(pending.get("at", 0))
-        grace = self.sink.in_doubt_grace
-        if waited < grace:
-            raise TransientError(f"asset {asset}: increment of {pending['by']} in doubt; checking WATS' count in "
-                                 f"{grace - waited:.0f} s", grace - waited)
-        server_total, _ = self._server_counts(asset)
-        self.verified += 1
-        if server_total >= pending["expect_total"]:
-            ledger = self._acknowledged(ledger)
+        if self.sink.check_due(pending, f"asset {asset}: increment of {pending['by']}"):
+            server_total, _ = self._server_counts(asset)
+            self.verified += 1
+            if server_total >= pending["expect_total"]:
+                ledger = self._acknowledged(ledger)
+            else:
+                ledger = {**ledger, "pending": None, "server_total": server_total}
         else:
-            ledger = {**ledger, "pending": None, "server_total": server_total}
+            ledger = {**ledger, "pending": None}
         self._put(asset, ledger)
         return ledger
