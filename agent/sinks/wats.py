@@ -348,8 +348,8 @@ class WatsSink(BaseHandler):
                 doc = doc.get("value", doc)
             codes = {int(p["code"]) for p in doc if p.get("isTestOperation")}
         except TransientError:
-            if self._processes is not None:
-                return  # offline: the cached list will do
+            if self._processes is not None and not force:
+                return  # offline: the cached list will do (but it cannot prove a code unknown: that waits)
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise TransientError(f"WATS sent an unreadable process list: {e}") from None

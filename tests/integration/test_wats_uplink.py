@@ -432,3 +432,15 @@ def test_a_cached_process_list_is_refreshed_before_a_code_is_called_unknown(wats
     dl = up.journal.dead_letters()
     up.close()
     assert dl == [] and wats.requests["GET /api/app/processes"] >= 1
+
+
+def test_an_offline_cache_never_calls_a_code_unknown(wats, tmp_path):
+    (tmp_path / "wats-processes.json").write_text(json.dumps({"test_codes": [10]}))  # from before code 50 existed
+    wats.up = False
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path))
+    up.bus.publish(result(1))
+    assert wait_for(lambda: up.sub.failed >= 2, 10)
+    assert up.journal.dead_letters() == []  # WATS could not be asked: held, not dead-lettered
+    wats.up = True
+    assert wait_for(lambda: wats.unique_reports == 1, 15)
+    up.close()
