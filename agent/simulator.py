@@ -54,6 +54,8 @@ class PtyFixture:
     def unplug(self) -> None:
         """Close our end: the agent's reads fail as if the USB cable had been pulled."""
         with self._lock:
+            if self.master < 0:
+                return
             os.close(self.master)
             os.close(self.slave)
             self.master = self.slave = -1
@@ -63,6 +65,8 @@ class PtyFixture:
 
     def replug(self) -> None:
         with self._lock:
+            if self.stop_event.is_set():  # closed while unplugged: stay closed
+                return
             self._rbuf = b""
             self._open()
 
@@ -83,17 +87,21 @@ class PtyFixture:
         return self.write(line + b"\n")
 
     def read_lines(self, timeout: float) -> list[bytes]:
-        fd = self.master
-        if fd < 0:
+        # The lock is held across select and read so that close() from another thread cannot close the fd
+        # in between: its number would be reused at once (a test's next subprocess pipe) and we would read
+        # someone else's bytes. Callers pass short timeouts, so close() waits at most that long.
+        with self._lock:
+            fd = self.master
+            if fd >= 0:
+                try:
+                    ready, _, _ = select.select([fd], [], [], timeout)
+                    data = os.read(fd, 65536) if ready else b""
+                except (OSError, ValueError):  # nobody has the slave open yet
+                    data = None
+        if fd < 0 or data is None:
             time.sleep(timeout)
             return []
-        try:
-            ready, _, _ = select.select([fd], [], [], timeout)
-            if not ready:
-                return []
-            data = os.read(fd, 65536)
-        except (OSError, ValueError):  # nobody has the slave open yet, or we were unplugged meanwhile
-            time.sleep(timeout)
+        if not data:
             return []
         self._rbuf += data
         *lines, self._rbuf = self._rbuf.split(b"\n")
@@ -107,8 +115,7 @@ class PtyFixture:
 
     def close(self) -> None:
         self.stop_event.set()
-        if self.master >= 0:
-            self.unplug()
+        self.unplug()
 
 
 class JsonLinesController:
