@@ -2,7 +2,9 @@
 
 from .bus import EventBus
 from .chain import ChainMiddleware, EnrichmentMiddleware, HandlerChain, LoggingMiddleware, ValidationMiddleware
-from .handlers import BaseHandler, FilteringHandler, FunctionHandler, HandlerRegistry, SyncHandler
+from .handlers import (
+    BaseHandler, FilteringHandler, FunctionHandler, HandlerRegistry, PipelinedHandler, Receipt, SyncHandler,
+)
 from .journal import Journal, JournalClosed, JournalError, JournalFull, StateConflict
 from .lifecycle import LifecycleManager, LifecycleState
 from .model import PAYLOAD_TYPES, Event, EventMetadata, EventType, EventValidationError

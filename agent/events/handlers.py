@@ -63,6 +63,48 @@ class BaseHandler(ABC):
     def handle(self, event: Event) -> None: ...
 
 
+class Receipt(ABC):
+    """A delivery started by ``PipelinedHandler.submit`` and confirmed later (an MQTT PUBACK, an AMQP settlement)."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True once the outcome is known (confirmed or failed)."""
+
+    @abstractmethod
+    def error(self) -> BaseException | None:
+        """None if the far end confirmed it; the failure otherwise (asked only after ``wait`` returned True)."""
+
+
+class PipelinedHandler(BaseHandler):
+    """A handler whose far end confirms deliveries asynchronously, so several can be in flight at once.
+
+    One round trip per event would cap a broker link at a few hundred events a second; a window of ``window``
+    unconfirmed deliveries keeps the link busy. The subscription still advances the cursor strictly in journal
+    order, and only past events whose receipt confirmed: a crash loses nothing, it resends the unconfirmed
+    window (consumers drop those duplicates by event id). ``handle`` (one event, confirmed before it returns)
+    keeps the plain handler contract for callers that want it.
+    """
+
+    #: The most unconfirmed deliveries at once (memory held: this many encoded events).
+    window: int = 64
+
+    @abstractmethod
+    def submit(self, event: Event) -> Receipt:
+        """Start delivering ``event``; raise if it cannot even be started (the error policy decides)."""
+
+    def stalled(self) -> str | None:
+        """Why confirmations are not coming (broker unreachable …), for ``status``; None when all is well."""
+        return None
+
+    def handle(self, event: Event) -> None:
+        receipt = self.submit(event)
+        while not receipt.wait(1.0):
+            pass
+        err = receipt.error()
+        if err is not None:
+            raise err
+
+
 class SyncHandler(BaseHandler):
     """The seed's synchronous handler: implement ``handle_sync``."""
 

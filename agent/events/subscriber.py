@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from .handlers import BaseHandler
+from .handlers import BaseHandler, PipelinedHandler
 from .model import Event, EventValidationError, decode
 from .policies import ErrorPolicy
 from .routing import EventFilter
@@ -117,40 +117,51 @@ class Subscription:
     # ------------------------------------------------------------------------------------------------ loop
     def _run(self) -> None:
         self._set_state("running")
-        next_retry_check = 0.0
         try:
-            while not self._stop.is_set():
-                if not self.handler.enabled:
-                    self._set_state("paused")
-                    self._stop.wait(0.5)
-                    continue
-                if self.durable and time.monotonic() >= next_retry_check:
-                    self._replay_dead_letters()
-                    next_retry_check = time.monotonic() + RETRY_CHECK_INTERVAL
-                page = self.journal.read_after(self.cursor, PAGE)
-                if not page:
-                    if self.state != "running":
-                        self._set_state("running")
-                    if not self._stop.is_set():
-                        self.journal.wait_for_append(self.cursor, POLL_INTERVAL)
-                    continue
-                superseded = self._superseded(page) if self._coalesce else ()
-                for stored in page:
-                    if self._stop.is_set() or not self.handler.enabled:
-                        break
-                    if stored.seq in superseded:
-                        self.metrics.record_coalesced(self.name, stored.type)
-                    elif self._types is None or stored.type in self._types:
-                        if self._process(stored.seq, stored.body) is Outcome.INTERRUPTED:
-                            break
-                    self.cursor = stored.seq
-                    if self.durable:
-                        self.journal.ack(self.name, stored.seq)
+            if isinstance(self.handler, PipelinedHandler):
+                from .pipeline import Pipeline
+
+                Pipeline(self, self.handler).run()
+            else:
+                self._run_one_at_a_time()
         except Exception as e:  # noqa: BLE001 - e.g. the journal was closed under us; say so, don't vanish
             log.exception("subscriber %s stopped unexpectedly", self.name)
             self._set_state("failed", f"{type(e).__name__}: {e}")
             return
         self._set_state("stopped")
+
+    def _run_one_at_a_time(self) -> None:
+        next_retry_check = 0.0
+        while not self._stop.is_set():
+            if not self.handler.enabled:
+                self._set_state("paused")
+                self._stop.wait(0.5)
+                continue
+            if self.durable and time.monotonic() >= next_retry_check:
+                self._replay_dead_letters()
+                next_retry_check = time.monotonic() + RETRY_CHECK_INTERVAL
+            page = self.journal.read_after(self.cursor, PAGE)
+            if not page:
+                if self.state != "running":
+                    self._set_state("running")
+                if not self._stop.is_set():
+                    self.journal.wait_for_append(self.cursor, POLL_INTERVAL)
+                continue
+            superseded = self._superseded(page) if self._coalesce else ()
+            for stored in page:
+                if self._stop.is_set() or not self.handler.enabled:
+                    break
+                if stored.seq in superseded:
+                    self.metrics.record_coalesced(self.name, stored.type)
+                elif self._types is None or stored.type in self._types:
+                    if self._process(stored.seq, stored.body) is Outcome.INTERRUPTED:
+                        break
+                self._advance(stored.seq)
+
+    def _advance(self, seq: int) -> None:
+        self.cursor = seq
+        if self.durable:
+            self.journal.ack(self.name, seq)
 
     def _superseded(self, page: list) -> set[int]:
         """Seqs in this page that a later event with the same coalesce key makes redundant. Only a page is looked
@@ -174,57 +185,80 @@ class Subscription:
         return out
 
     def _process(self, seq: int, body: bytes) -> Outcome:
+        event = self.decoded(seq, body)
+        if event is None:
+            return Outcome.DEAD_LETTERED
+        if not self.wants(event):
+            return Outcome.DELIVERED
+        return self.deliver(event)
+
+    def decoded(self, seq: int, body: bytes) -> Event | None:
         try:
-            event = decode(body)
+            return decode(body)
         except EventValidationError as e:
             # A row we cannot decode (written by a newer agent, or damaged): keep it, move on.
             self.journal.dead_letter(reason=f"undecodable journal row seq={seq}: {e}", subscriber=self.name,
                                      origin="journal", raw=bytes(body))
             self.metrics.record_dead_letter(self.name)
-            return Outcome.DEAD_LETTERED
-        if not self.handler.can_handle(event) or (self.filter is not None and not self.filter.matches(event)):
-            return Outcome.DELIVERED
-        return self.deliver(event)
+            return None
+
+    def wants(self, event: Event) -> bool:
+        return self.handler.can_handle(event) and (self.filter is None or self.filter.matches(event))
 
     def deliver(self, event: Event) -> Outcome:
         """Run the handler until it succeeds, the policy gives up (dead letter), or we are stopped."""
         attempt = event
         while True:
-            while not self.policy.can_process():
-                if self.state not in ("paused", "holding"):  # keep the more telling reason while the breaker waits
-                    self._set_state("circuit_open")
-                wait = self.policy.circuit_breaker.time_until_probe()
-                if self._stop.wait(min(max(wait, 0.05), 1.0)):
-                    return Outcome.INTERRUPTED
+            if not self.wait_for_breaker():
+                return Outcome.INTERRUPTED
             started = time.perf_counter()
             try:
                 self.handler.handle(attempt)
             except Exception as error:  # noqa: BLE001 - every failure is the policy's to judge
-                latency = (time.perf_counter() - started) * 1000.0
-                self.failed += 1
-                self.metrics.record_delivery(self.name, event.event_type, latency, False)
-                text = f"{type(error).__name__}: {error}"
-                if self._on_error is not None:
-                    self._on_error(attempt, error, self.name)
-                decision = self.policy.handle_failure(attempt, error, self.name)
-                if decision.retry:
-                    self._set_state(getattr(error, "state", "retrying"), text)
-                    if self._stop.wait(decision.delay):
-                        return Outcome.INTERRUPTED
+                outcome = self.failure(attempt, error, started)
+                if outcome is None:
                     attempt = attempt.with_retry()
                     continue
-                self.metrics.record_dead_letter(self.name)
-                log.warning("subscriber %s: event %s (%s) dead-lettered: %s", self.name, event.id,
-                            event.event_type, text)
-                self._set_state("running", text)
-                return Outcome.DEAD_LETTERED
-            latency = (time.perf_counter() - started) * 1000.0
-            self.policy.record_success()
-            self.delivered += 1
-            self.metrics.record_delivery(self.name, event.event_type, latency, True)
-            if self.state != "running":
-                self._set_state("running")
+                return outcome
+            self.success(event, started)
             return Outcome.DELIVERED
+
+    def wait_for_breaker(self) -> bool:
+        """Wait while the circuit breaker is open; False if stopped meanwhile."""
+        while not self.policy.can_process():
+            if self.state not in ("paused", "holding"):  # keep the more telling reason while the breaker waits
+                self._set_state("circuit_open")
+            wait = self.policy.circuit_breaker.time_until_probe()
+            if self._stop.wait(min(max(wait, 0.05), 1.0)):
+                return False
+        return True
+
+    def success(self, event: Event, started: float) -> None:
+        latency = (time.perf_counter() - started) * 1000.0
+        self.policy.record_success()
+        self.delivered += 1
+        self.metrics.record_delivery(self.name, event.event_type, latency, True)
+        if self.state != "running":
+            self._set_state("running")
+
+    def failure(self, attempt: Event, error: BaseException, started: float) -> Outcome | None:
+        """Ask the policy about a failed attempt. None: retry it (after the policy's delay, already waited);
+        otherwise the outcome (dead-lettered, or interrupted while waiting)."""
+        latency = (time.perf_counter() - started) * 1000.0
+        self.failed += 1
+        self.metrics.record_delivery(self.name, attempt.event_type, latency, False)
+        text = f"{type(error).__name__}: {error}"
+        if self._on_error is not None:
+            self._on_error(attempt, error, self.name)
+        decision = self.policy.handle_failure(attempt, error, self.name)
+        if decision.retry:
+            self._set_state(getattr(error, "state", "retrying"), text)
+            return Outcome.INTERRUPTED if self._stop.wait(decision.delay) else None
+        self.metrics.record_dead_letter(self.name)
+        log.warning("subscriber %s: event %s (%s) dead-lettered: %s", self.name, attempt.id,
+                    attempt.event_type, text)
+        self._set_state("running", text)
+        return Outcome.DEAD_LETTERED
 
     def _replay_dead_letters(self) -> None:
         """Deliver what ``fixture-agent dlq retry`` marked; the old row goes once it is delivered or replaced."""
