@@ -198,6 +198,7 @@ class SourcesSection(_Section):
     simulated: SimulatedSourceSection | None = None
     serial: list[SerialSourceSection] = []
     gpio: GpioSourceSection | None = None
+    mqtt: "MqttSourceSection | None" = None
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.serial]
@@ -245,13 +246,141 @@ class WatsSinkSection(_Section, kw_only=True):
                              "\"increment\" (older servers)")
 
 
-class MqttSinkSection(_Section):
+class MqttConnectionSection(_Section, kw_only=True):
+    """How to reach a broker; shared by ``sources.mqtt`` and ``sinks.mqtt`` (they may be different brokers)."""
+
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = 1883
-    topic_prefix: str = "fixture-agent"
+    port: int | None = None  # 1883, or 8883 with TLS
+    client_id: str | None = None  # default: fixture-agent-<station>-<role>; must be stable for a persistent session
+    protocol: str | int = "5"  # "5" or "3.1.1"
     username: str | None = None
-    password_file: str | None = None
+    password_file: str | None = None  # mode 0600; the password is never inline
+    tls: bool = False  # implied by ca_file / cert_file
+    ca_file: str | None = None  # default with tls: the system's CAs
+    cert_file: str | None = None  # client certificate (with key_file)
+    key_file: str | None = None
+    verify_tls: bool = True
+    keepalive: float | str = "30s"
+    reconnect_min: float | str = "1s"
+    reconnect_max: float | str = "60s"
+
+    def __post_init__(self) -> None:
+        for f in ("keepalive", "reconnect_min", "reconnect_max"):
+            setattr(self, f, parse_duration(getattr(self, f)))
+        self.protocol = str(self.protocol)
+        if self.protocol not in ("5", "3.1.1"):
+            raise ValueError(f"protocol {self.protocol!r} must be \"5\" or \"3.1.1\"")
+        if self.ca_file or self.cert_file:
+            self.tls = True
+        if self.port is None:
+            self.port = 8883 if self.tls else 1883
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port {self.port} is not a TCP port")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file go together (the client certificate and its key)")
+        if self.password_file and not self.username:
+            raise ValueError("password_file needs username")
+        if not 5 <= self.keepalive <= 3600:
+            raise ValueError("keepalive must be between 5s and 1h")
+        if self.reconnect_min <= 0 or self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_min must be > 0 and <= reconnect_max")
+        if self.client_id is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", self.client_id):
+            raise ValueError(f"client_id {self.client_id!r}: use 1-64 letters, digits, '.', '_', ':' or '-'")
+
+    @property
+    def broker(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+ADAPTER_NAMES = ("asset", "asset_alert", "test_result", "selftest", "measurements", "software", "unit")
+
+
+class MqttSubscription(_Section, kw_only=True):
+    """A topic filter and how its messages become events: a built-in ``adapter``, or a ``mapping`` (an
+    ``event_type`` and, for each field of its payload, the dotted path it is read from in the message)."""
+
+    topic: str
+    adapter: str | None = None
+    event_type: str | None = None
+    fields: dict[str, str] = {}
+    device_field: str | None = None  # payload field that gets the device id from the topic's '+' level
+    qos: Literal[0, 1] = 1
+
+    def __post_init__(self) -> None:
+        _check_topic_filter(self.topic)
+        if (self.adapter is None) == (self.event_type is None):
+            raise ValueError(f"subscription {self.topic!r}: give either adapter (one of {', '.join(ADAPTER_NAMES)}) "
+                             "or event_type + fields")
+        if self.adapter is not None and self.adapter not in ADAPTER_NAMES:
+            raise ValueError(f"subscription {self.topic!r}: adapter {self.adapter!r} is not one of "
+                             f"{', '.join(ADAPTER_NAMES)}")
+        if self.event_type is not None and not self.fields:
+            raise ValueError(f"subscription {self.topic!r}: event_type needs fields (payload field = \"path.in.message\")")
+        if self.adapter is not None and (self.fields or self.device_field):
+            raise ValueError(f"subscription {self.topic!r}: fields and device_field are for event_type mappings")
+
+
+def _check_topic_filter(topic: str) -> None:
+    levels = topic.split("/")
+    if not topic or any(("+" in lv and lv != "+") or ("#" in lv and lv != "#") for lv in levels) \
+            or "#" in levels[:-1]:
+        raise ValueError(f"topic {topic!r} is not an MQTT topic filter ('+' and '#' must be whole levels, "
+                         "'#' only last)")
+
+
+class MqttSourceSection(MqttConnectionSection, kw_only=True):
+    """Ingest from devices on a broker (usually the Pi's own mosquitto)."""
+
+    name: str = "mqtt"
+    default_topics: bool = True  # the seed's topic plan (assets/+/status …); site subscriptions are tried first
+    subscriptions: list[MqttSubscription] = []
+    max_payload_bytes: int | str = "64KB"
+    #: per device (the topic's '+' level): sustained messages per second, and the burst allowed above it
+    rate_limit: float = 20.0
+    rate_burst: int = 200
+    session_expiry: float | str = "7d"  # how long the broker keeps our session (and queues for us) while we are down
+    receive_maximum: int = 64  # MQTT 5: the most unacknowledged messages the broker sends us at once
+    dedup_window: int = 256  # redelivered messages recognised among this many recently journaled ones
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.max_payload_bytes = parse_size(self.max_payload_bytes)
+        self.session_expiry = parse_duration(self.session_expiry)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", self.name):
+            raise ValueError(f"name {self.name!r}: use 1-40 letters, digits, '.', '_' or '-'")
+        if not 16 <= self.max_payload_bytes <= 16 * 2**20:
+            raise ValueError("max_payload_bytes must be between 16 bytes and 16MiB")
+        if self.rate_limit <= 0 or self.rate_burst < 1:
+            raise ValueError("rate_limit must be > 0 and rate_burst >= 1")
+        if not 1 <= self.receive_maximum <= 65535:
+            raise ValueError("receive_maximum must be between 1 and 65535")
+        if self.dedup_window < self.receive_maximum:
+            raise ValueError("dedup_window must be >= receive_maximum (every message in flight must be recognised "
+                             "if the broker sends it again)")
+        if not self.default_topics and not self.subscriptions:
+            raise ValueError("no topics: set default_topics = true or add [[sources.mqtt.subscriptions]]")
+
+
+class MqttSinkSection(MqttConnectionSection, kw_only=True):
+    """Telemetry: journal events, status and health published to a broker (the local one or the plant's)."""
+
+    topic_prefix: str = "fixture-agent/{station}"
+    event_types: list[str] = []  # empty: every event
+    qos: Literal[0, 1] = 1
+    window: int = 100  # unacknowledged publishes at once
+    health_interval: float | str = "60s"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.health_interval = parse_duration(self.health_interval)
+        if any(c in self.topic_prefix for c in "+#") or self.topic_prefix.startswith("/") \
+                or self.topic_prefix.endswith("/") or not self.topic_prefix:
+            raise ValueError(f"topic_prefix {self.topic_prefix!r}: no wildcards, no leading or trailing '/'")
+        if not 1 <= self.window <= 10000:
+            raise ValueError("window must be between 1 and 10000")
+        if self.health_interval < 1:
+            raise ValueError("health_interval must be at least 1s")
 
 
 class CfxSinkSection(_Section, kw_only=True):

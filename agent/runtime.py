@@ -28,7 +28,7 @@ log = logging.getLogger("agent")
 
 #: Sinks this version can configure but does not yet implement. Their durable cursor is registered, so the
 #: journal keeps every event for them (the demo's "buffering" uplinks); status shows them as parked.
-PARKED_SINKS = {"mqtt": "MQTT telemetry", "cfx": "CFX endpoint"}
+PARKED_SINKS = {"cfx": "CFX endpoint"}
 
 
 class AgentAlreadyRunning(RuntimeError):
@@ -45,6 +45,7 @@ class Agent:
         self.health_server: Any = None
         self.sources: list[BaseTransport] = []
         self.wats: Any = None
+        self.telemetry: Any = None
         self._simulators: list[Any] = []
 
     # ------------------------------------------------------------------------------------------------ build
@@ -70,6 +71,14 @@ class Agent:
             self.wats = WatsSink(cfg.sinks.wats, station=cfg.agent.station, location=cfg.agent.location,
                                  purpose=cfg.agent.purpose, data_dir=cfg.data_dir, journal=self.journal)
             self.bus.register_handler(self.wats)
+        if cfg.sinks.mqtt and cfg.sinks.mqtt.enabled:
+            _require("paho", "sinks.mqtt", "mqtt")
+            from .sinks.mqtt import MqttTelemetrySink
+
+            self.telemetry = MqttTelemetrySink(cfg.sinks.mqtt, station=cfg.agent.station, journal=self.journal)
+            self.bus.register_handler(self.telemetry)
+            # connected before the bus starts delivering to it, disconnected after the bus stopped
+            self.lifecycle.add_component(self.telemetry, priority=9, name="sink:mqtt")
         for name in cfg.enabled_sinks():
             if name not in PARKED_SINKS:
                 continue  # built above
@@ -92,6 +101,11 @@ class Agent:
                 if s.port.startswith("simulator:"):
                     s = self._start_simulator(s)
                 self.sources.append(make_serial_source(s))
+        if cfg.sources.mqtt and cfg.sources.mqtt.enabled:
+            _require("paho", "sources.mqtt", "mqtt")
+            from .sources.mqtt import MqttSource
+
+            self.sources.append(MqttSource(cfg.sources.mqtt, cfg.agent.station))
         if cfg.sources.gpio:
             _require("gpiozero", "sources.gpio", "gpio")
             from .sources.gpio import GpioSource

@@ -76,6 +76,7 @@ class ReportedStep(msgspec.Struct):
 
     name: str
     status: str | None = None
+    result: str | None = None  # the same word under the name devices often use for it
     value: float | bool | str | None = None
     unit: str = ""
     low: float | None = None
@@ -91,8 +92,9 @@ def reported_test(*, unit_id: str, reported: object, steps: list[ReportedStep], 
     out = []
     for s in steps:
         m = judged(s.name, s.value, s.unit, s.low, s.high)
-        if s.status is not None and s.low is None and s.high is None and not isinstance(s.value, (int, float)):
-            m.status = read_result(s.status)
+        word = s.status if s.status is not None else s.result
+        if word is not None and s.low is None and s.high is None and not isinstance(s.value, (int, float)):
+            m.status = read_result(word)
         out.append(TestStep(name=s.name, status=m.status, measurements=[m], step_type=test_type))
     start = when - timedelta(milliseconds=duration_ms) if duration_ms else when
     return TestResultEvent(unit_id=unit_id, result=overall([s.status for s in out], read_result(reported)),

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
 import sys
 import threading
 import time
@@ -42,6 +41,7 @@ from urllib.parse import quote
 
 from .. import __version__
 from ..config import ConfigError, WatsSinkSection
+from ..secrets import read_secret_file
 from ..events.handlers import BaseHandler
 from ..events.ids import BOOT_ID, clock_synchronized
 from ..events.model import Event, EventType
@@ -263,14 +263,8 @@ class WatsSink(BaseHandler):
         path = self.token_path()
         if path is None:
             return _checked_token((os.environ.get(self.cfg.token_env) or "").strip(), f"${self.cfg.token_env}")
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            return None
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            raise ConfigError(f"sinks.wats token file {path}: must not be readable by group or others "
-                              f"(chmod 600 {path})")
-        return _checked_token(path.read_text().strip(), str(path))
+        token = read_secret_file(path, "sinks.wats token")
+        return None if token is None else _checked_token(token, str(path))
 
     def _authorize(self) -> None:
         """Set the Authorization header on the client (once per token, not per request)."""

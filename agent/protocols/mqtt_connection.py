@@ -1,0 +1,176 @@
+"""One broker connection (paho-mqtt 2.x, callback API 2) as both MQTT parts use it: the ingest source and the
+telemetry sink each own one, configured from the same kind of section.
+
+What is decided here, once: the protocol version and the persistent session (MQTT 5 ``clean_start = False`` with
+a session expiry; 3.1.1 ``clean_session = False``), username and password (read from a 0600 file), TLS with
+verification on by default, and reconnecting. paho's own network thread does the reconnecting; before each of
+its waits we set the delay from ``events.backoff`` (exponential, jittered), so a line of Pis that lost the same
+broker does not come back in lockstep. The password never reaches a log line or ``status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import ssl
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..config import ConfigError, MqttConnectionSection
+from ..events.backoff import backoff_delay
+from ..secrets import read_secret_file
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+
+log = logging.getLogger(__name__)
+
+
+def default_client_id(station: str, role: str) -> str:
+    """``fixture-agent-<station>-<role>``, in the characters every broker accepts. Stable across restarts: a
+    persistent session is found again by its client id."""
+    return re.sub(r"[^A-Za-z0-9_.:-]", "-", f"fixture-agent-{station}-{role}")[:64]
+
+
+def topic_level(name: str) -> str:
+    """A name (a station) as one topic level: no '/', '+', '#'."""
+    return re.sub(r"[/+#\s]", "-", name)
+
+
+class MqttConnection:
+    """A paho client on its own network thread. ``on_connected(client, session_present)`` runs after every
+    accepted CONNACK (subscribe, publish a birth message); ``configure(client)`` may set callbacks and a will
+    before the first connect."""
+
+    def __init__(self, cfg: MqttConnectionSection, *, client_id: str, what: str, persistent: bool,
+                 session_expiry: float = 0.0, receive_maximum: int | None = None, manual_ack: bool = False,
+                 on_connected: Callable[["mqtt.Client", bool], None] | None = None,
+                 configure: Callable[["mqtt.Client"], None] | None = None) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        self.cfg = cfg
+        self.what = what
+        self.client_id = client_id
+        self._on_connected = on_connected
+        self.connected = threading.Event()
+        self.last_error: str | None = None
+        self.connects = 0
+        self._failures = 0
+        self._stopping = False
+        v5 = cfg.protocol == "5"
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else not persistent, manual_ack=manual_ack,
+        )
+        self._connect_kw: dict[str, Any] = {}
+        if v5:
+            props = Properties(PacketTypes.CONNECT)
+            if persistent:
+                props.SessionExpiryInterval = int(min(session_expiry, 0xFFFFFFFE))
+            if receive_maximum:
+                props.ReceiveMaximum = receive_maximum
+            self._connect_kw = {"clean_start": not persistent, "properties": props}
+        if cfg.username:
+            password = None
+            if cfg.password_file:
+                password = read_secret_file(cfg.password_file, f"{what}.password_file")
+                if password is None:
+                    raise ConfigError(f"{what}.password_file {cfg.password_file}: no such file")
+            self.client.username_pw_set(cfg.username, password)
+        if cfg.tls:
+            self._set_tls()
+        self.client.on_connect = self._connected
+        self.client.on_disconnect = self._disconnected
+        self.client.on_connect_fail = self._connect_failed
+        if configure is not None:
+            configure(self.client)
+        self._next_delay()
+
+    def _set_tls(self) -> None:
+        cfg = self.cfg
+        try:
+            self.client.tls_set(ca_certs=cfg.ca_file, certfile=cfg.cert_file, keyfile=cfg.key_file,
+                                cert_reqs=ssl.CERT_REQUIRED if cfg.verify_tls else ssl.CERT_NONE)
+        except (OSError, ssl.SSLError, ValueError) as e:
+            raise ConfigError(f"{self.what}: TLS files: {e}") from None
+        if not cfg.verify_tls:
+            self.client.tls_insecure_set(True)
+            log.warning("%s: TLS verification is off (verify_tls = false): anyone on the path can read and "
+                        "change this traffic", self.what)
+
+    # ------------------------------------------------------------------------------------------------ control
+    def start(self) -> None:
+        self._stopping = False
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=int(self.cfg.keepalive),
+                                  **self._connect_kw)
+        self.client.loop_start()
+
+    def stop(self, before_disconnect: Callable[[], None] | None = None) -> None:
+        """Disconnect cleanly (no last will), after ``before_disconnect`` (say goodbye) if connected."""
+        self._stopping = True
+        if self.connected.is_set() and before_disconnect is not None:
+            try:
+                before_disconnect()
+            except Exception:  # noqa: BLE001 - a goodbye that fails must not keep us from stopping
+                log.debug("%s: goodbye failed", self.what, exc_info=True)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.connected.clear()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.connected.wait(timeout)
+
+    @property
+    def state(self) -> str:
+        return "connected" if self.connected.is_set() else ("reconnecting" if self.last_error else "connecting")
+
+    def describe(self) -> dict[str, Any]:
+        """For ``status``: where, as whom, and how it is going (no password)."""
+        return {"broker": self.cfg.broker, "client_id": self.client_id, "protocol": self.cfg.protocol,
+                "username": self.cfg.username, "state": self.state, "connects": self.connects,
+                "last_error": self.last_error}
+
+    # ------------------------------------------------------------------------------------------------ callbacks
+    def _connected(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._failed(f"broker refused the connection: {reason_code}")
+            return
+        self._failures = 0
+        self._next_delay()
+        self.connects += 1
+        self.last_error = None
+        self.connected.set()
+        log.info("%s: connected to %s as %s%s", self.what, self.cfg.broker, self.client_id,
+                 " (session resumed)" if flags.session_present else "")
+        if self._on_connected is not None:
+            try:
+                self._on_connected(client, bool(flags.session_present))
+            except Exception:  # noqa: BLE001 - paho would swallow it silently; say it
+                log.exception("%s: on connect failed", self.what)
+
+    def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        if not self._stopping:
+            self._failed(f"connection lost: {reason_code}")
+
+    def _connect_failed(self, client, userdata) -> None:
+        self._failed(f"cannot connect to {self.cfg.broker}")
+
+    def _failed(self, why: str) -> None:
+        self._failures += 1
+        delay = self._next_delay()
+        if self.last_error != why or self._failures in (1, 10, 100) or self._failures % 1000 == 0:
+            log.warning("%s: %s; retrying in %.1fs (attempt %d)", self.what, why, delay, self._failures)
+        self.last_error = why
+
+    def _next_delay(self) -> float:
+        """Set paho's next reconnect wait (it waits between min and max; we make them one jittered value)."""
+        delay = backoff_delay(max(1, self._failures), initial=self.cfg.reconnect_min,
+                              maximum=self.cfg.reconnect_max)
+        delay = max(0.05, delay)
+        self.client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
+        return delay
