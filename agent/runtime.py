@@ -183,8 +183,9 @@ class Agent:
             if s.state in ("circuit_open", "failed", "retrying", "paused", "holding") and s.last_error:
                 warnings.append(f"subscriber {s.name}: {s.state}: {s.last_error}")
         for t in self.sources:
-            if t.state.value == "error":
-                warnings.append(f"source {t.name}: {t.get_stats()['last_error']}")
+            last_error = t.get_stats()["last_error"]
+            if t.state.value in ("error", "reconnecting") and last_error:
+                warnings.append(f"source {t.name}: {last_error}")
         status = "failing" if problems else ("degraded" if warnings else "ok")
         doc = {
             "status": status, "version": __version__, "station": self.config.agent.station,

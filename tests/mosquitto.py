@@ -100,3 +100,24 @@ def mosquitto_passwd(path: Path, user: str, password: str) -> None:
     subprocess.run([tool, "-b", str(path), user, password], check=True, capture_output=True)
     if os.geteuid() == 0:
         os.chmod(path, 0o600)
+
+
+def make_certs(d: Path) -> dict[str, Path]:
+    """A test CA, a server certificate for localhost / 127.0.0.1 and a client certificate, all signed by it."""
+    d.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=fixture-agent test CA",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    (d / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name, cn in (("server", "localhost"), ("client", "fixture-agent")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr")
+        extra = ["-extfile", "san.cnf"] if name == "server" else []
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-out", f"{name}.crt", *extra)
+    for key in d.glob("*.key"):
+        key.chmod(0o600)
+    return {n: d / n for n in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}

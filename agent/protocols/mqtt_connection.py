@@ -40,12 +40,13 @@ def topic_level(name: str) -> str:
 
 class MqttConnection:
     """A paho client on its own network thread. ``on_connected(client, session_present)`` runs after every
-    accepted CONNACK (subscribe, publish a birth message); ``configure(client)`` may set callbacks and a will
-    before the first connect."""
+    accepted CONNACK (subscribe, publish a birth message), ``on_trouble(why)`` after every lost connection or
+    failed attempt; ``configure(client)`` may set callbacks and a will before the first connect."""
 
     def __init__(self, cfg: MqttConnectionSection, *, client_id: str, what: str, persistent: bool,
                  session_expiry: float = 0.0, receive_maximum: int | None = None, manual_ack: bool = False,
                  on_connected: Callable[["mqtt.Client", bool], None] | None = None,
+                 on_trouble: Callable[[str], None] | None = None,
                  configure: Callable[["mqtt.Client"], None] | None = None) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.packettypes import PacketTypes
@@ -55,11 +56,13 @@ class MqttConnection:
         self.what = what
         self.client_id = client_id
         self._on_connected = on_connected
+        self._on_trouble = on_trouble
         self.connected = threading.Event()
         self.last_error: str | None = None
         self.connects = 0
         self._failures = 0
         self._stopping = False
+        self._refused = False
         v5 = cfg.protocol == "5"
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -75,12 +78,7 @@ class MqttConnection:
                 props.ReceiveMaximum = receive_maximum
             self._connect_kw = {"clean_start": not persistent, "properties": props}
         if cfg.username:
-            password = None
-            if cfg.password_file:
-                password = read_secret_file(cfg.password_file, f"{what}.password_file")
-                if password is None:
-                    raise ConfigError(f"{what}.password_file {cfg.password_file}: no such file")
-            self.client.username_pw_set(cfg.username, password)
+            self._set_credentials(required=True)
         if cfg.tls:
             self._set_tls()
         self.client.on_connect = self._connected
@@ -89,6 +87,23 @@ class MqttConnection:
         if configure is not None:
             configure(self.client)
         self._next_delay()
+
+    def _set_credentials(self, required: bool) -> None:
+        """Username and the password file's content. Read again after each failed attempt, so a corrected
+        password file is picked up without a restart."""
+        password = None
+        if self.cfg.password_file:
+            try:
+                password = read_secret_file(self.cfg.password_file, f"{self.what}.password_file")
+            except ConfigError:
+                if required:
+                    raise
+                return
+            if password is None:
+                if required:
+                    raise ConfigError(f"{self.what}.password_file {self.cfg.password_file}: no such file")
+                return
+        self.client.username_pw_set(self.cfg.username, password)
 
     def _set_tls(self) -> None:
         cfg = self.cfg
@@ -137,6 +152,7 @@ class MqttConnection:
     # ------------------------------------------------------------------------------------------------ callbacks
     def _connected(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
+            self._refused = True  # the disconnect that follows is this, not news
             self._failed(f"broker refused the connection: {reason_code}")
             return
         self._failures = 0
@@ -154,18 +170,40 @@ class MqttConnection:
 
     def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
-        if not self._stopping:
+        refused, self._refused = self._refused, False
+        if not self._stopping and not refused:
             self._failed(f"connection lost: {reason_code}")
 
     def _connect_failed(self, client, userdata) -> None:
-        self._failed(f"cannot connect to {self.cfg.broker}")
+        self._failed(f"cannot connect to {self.cfg.broker}: {self._diagnose()}")
+
+    def _diagnose(self) -> str:
+        """paho does not say why a connect failed; find out (refused, no route, a TLS certificate problem)."""
+        import socket
+
+        try:
+            with socket.create_connection((self.cfg.host, self.cfg.port), timeout=5) as sock:
+                ctx = getattr(self.client, "_ssl_context", None)
+                if self.cfg.tls and ctx is not None:
+                    with ctx.wrap_socket(sock, server_hostname=self.cfg.host):
+                        pass
+        except (OSError, ssl.SSLError) as e:
+            return str(e) if isinstance(e, ssl.SSLError) else (e.strerror or str(e))
+        return "the connection attempt failed"
 
     def _failed(self, why: str) -> None:
         self._failures += 1
+        if self.cfg.username:
+            self._set_credentials(required=False)
         delay = self._next_delay()
         if self.last_error != why or self._failures in (1, 10, 100) or self._failures % 1000 == 0:
             log.warning("%s: %s; retrying in %.1fs (attempt %d)", self.what, why, delay, self._failures)
         self.last_error = why
+        if self._on_trouble is not None:
+            try:
+                self._on_trouble(why)
+            except Exception:  # noqa: BLE001
+                log.exception("%s: trouble callback failed", self.what)
 
     def _next_delay(self) -> float:
         """Set paho's next reconnect wait (it waits between min and max; we make them one jittered value)."""

@@ -128,19 +128,23 @@ class MqttSource(BaseTransport):
 
     # ------------------------------------------------------------------------------------------------ control
     def start(self) -> None:
-        assert self._bus is not None, "register the source on a bus first"
-        for d in self._bus.journal.get_state(self.recent_key) or []:
-            self._remember(d)
+        self.load_state()
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name=f"source-{self.name}", daemon=True)
         self._worker.start()
         self.conn = MqttConnection(
             self.cfg, client_id=self.client_id, what=f"sources.mqtt {self.cfg.name}", persistent=True,
             session_expiry=float(self.cfg.session_expiry), receive_maximum=self.cfg.receive_maximum,
-            manual_ack=True, on_connected=self._subscribe, configure=self._configure,
+            manual_ack=True, on_connected=self._subscribe, on_trouble=self._trouble, configure=self._configure,
         )
         self._set_state(TransportState.CONNECTING)
         self.conn.start()
+
+    def load_state(self) -> None:
+        """What was journaled last (by digest), so a redelivery after a crash is recognised."""
+        assert self._bus is not None, "register the source on a bus first"
+        for d in self._bus.journal.get_state(self.recent_key) or []:
+            self._remember(d)
 
     def stop(self, timeout: float = 5.0) -> None:
         # The worker finishes its batch and acknowledges it; what is still queued here was never acknowledged
@@ -156,14 +160,10 @@ class MqttSource(BaseTransport):
     def _configure(self, client: "mqtt.Client") -> None:
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
-        client.on_disconnect = self._wrap_disconnect(client.on_disconnect)
 
-    def _wrap_disconnect(self, inner):
-        def on_disconnect(*args: Any) -> None:
-            inner(*args)
-            self._set_state(TransportState.RECONNECTING if not self._stop.is_set() else TransportState.DISCONNECTED)
-            self._record_status(force=True)
-        return on_disconnect
+    def _trouble(self, why: str) -> None:
+        self._set_state(TransportState.RECONNECTING)
+        self._record_status(force=True)
 
     def _subscribe(self, client: "mqtt.Client", session_present: bool) -> None:
         """Subscribe every time (a resumed session keeps them, a new one does not) and drop filters the config no

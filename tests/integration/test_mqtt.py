@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import threading
@@ -17,7 +19,7 @@ from paho.mqtt.properties import Properties
 
 from agent.events.journal import Journal
 from tests.conftest import ROOT, cli_cmd, run_cli, wait_for
-from tests.mosquitto import Mosquitto, mosquitto_passwd
+from tests.mosquitto import Mosquitto, make_certs, mosquitto_passwd
 
 
 @pytest.fixture
@@ -425,3 +427,119 @@ def test_broker_down_30s_while_events_keep_coming_every_event_arrives_in_order(w
     dups = len(evs) - len(received)
     assert dups <= 2 * 100  # at most the unacknowledged window, resent after the reconnect
     watcher.close()
+
+
+# ---------------------------------------------------------------------------------------------------- TLS and auth
+@pytest.fixture
+def secure_broker(tmp_path):
+    certs = make_certs(tmp_path / "certs")
+    passwd = tmp_path / "broker" / "passwd"
+    passwd.parent.mkdir(parents=True)
+    mosquitto_passwd(passwd, "agent", "s3cret-Pa55")
+    mosquitto_passwd(passwd, "device", "dev-pw")
+    extra = f"""
+cafile {certs['ca.crt']}
+certfile {certs['server.crt']}
+keyfile {certs['server.key']}
+require_certificate true
+password_file {passwd}
+"""
+    b = Mosquitto(tmp_path / "broker", extra=extra, anonymous=False).start()
+    yield b, certs
+    b.stop()
+
+
+def tls_settings(certs, password_file):
+    return f"""
+host = "localhost"
+ca_file = "{certs['ca.crt']}"
+cert_file = "{certs['client.crt']}"
+key_file = "{certs['client.key']}"
+username = "agent"
+password_file = "{password_file}"
+"""
+
+
+def test_tls_with_client_certificate_and_password(write_config, secure_broker, tmp_path):
+    broker, certs = secure_broker
+    pw = tmp_path / "mqtt-password"
+    pw.write_text("s3cret-Pa55\n")
+    pw.chmod(0o600)
+    tls = {"ca_certs": str(certs["ca.crt"]), "certfile": str(certs["client.crt"]), "keyfile": str(certs["client.key"])}
+    watcher = Watcher(broker.port, tls=tls, auth=("device", "dev-pw"))
+    cfg = agent_config(write_config, broker.port, sink=True, tls=tls_settings(certs, pw))
+    agent = start_agent(cfg)
+    try:
+        assert wait_for(lambda: online(cfg), 15)
+        dev = client(broker.port, "esp32", tls=tls, auth=("device", "dev-pw"))
+        send(dev, "devices/ESP-1/selftest", {"result": "Passed"})
+        assert wait_for(lambda: [d for _, d in watcher.events() if d["event_type"] == "test.result"], 15)
+        st = status(cfg)
+    finally:
+        err = stop_agent(agent)
+    assert st["sources"]["mqtt:mqtt"]["port"] == f"mqtts://localhost:{broker.port}"
+    assert "s3cret" not in err and "s3cret" not in json.dumps(st)
+    watcher.close()
+
+
+def test_wrong_password_is_reported_without_the_password_and_a_fixed_file_is_picked_up(write_config, secure_broker,
+                                                                                       tmp_path):
+    broker, certs = secure_broker
+    pw = tmp_path / "mqtt-password"
+    pw.write_text("wrong-Pa55word\n")
+    pw.chmod(0o600)
+    cfg = agent_config(write_config, broker.port, tls=tls_settings(certs, pw))
+    agent = start_agent(cfg)
+    try:
+        def last_error():
+            proc = run_cli("status", "-c", str(cfg), "--json")
+            return json.loads(proc.stdout).get("sources", {}).get("mqtt:mqtt", {}).get("last_error") or "" \
+                if proc.returncode == 0 else ""
+
+        assert wait_for(lambda: "refused" in last_error(), 15), last_error()
+        assert "authorized" in last_error().lower() or "password" in last_error().lower()
+        pw.write_text("s3cret-Pa55\n")  # fixed in place (Ansible re-templated it): no restart needed
+        assert wait_for(lambda: online(cfg), 20)
+    finally:
+        err = stop_agent(agent)
+    assert "wrong-Pa55word" not in err and "s3cret" not in err
+
+
+def test_tls_verification_is_on_by_default(write_config, secure_broker):
+    broker, certs = secure_broker
+    # TLS without our CA: the system's CAs do not know the test CA, so the broker is not trusted
+    cfg = agent_config(write_config, broker.port, source='tls = true\nhost = "localhost"')
+    agent = start_agent(cfg)
+    try:
+        def last_error():
+            proc = run_cli("status", "-c", str(cfg), "--json")
+            return json.loads(proc.stdout).get("sources", {}).get("mqtt:mqtt", {}).get("last_error") or "" \
+                if proc.returncode == 0 else ""
+
+        assert wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in last_error(), 15), last_error()
+        assert not online(cfg)
+    finally:
+        stop_agent(agent)
+
+
+# ---------------------------------------------------------------------------------------------------- as a new user
+def test_readme_mosquitto_pub_commands_reach_the_journal(write_config, broker):
+    text = (Path(ROOT) / "README.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", text[text.index("With a broker on the machine"):], re.S).group(1)
+    lines = block.splitlines()
+    pubs = [shlex.split(line) for line in lines if line.startswith("mosquitto_pub")]
+    shows = [shlex.split(line.split("#")[0]) for line in lines if line.startswith(".venv/bin/fixture-agent events")]
+    assert len(pubs) == 2 and len(shows) == 2
+    cfg = agent_config(write_config, broker.port)  # the demo's [sources.mqtt], on this test's broker
+    agent = start_agent(cfg)
+    try:
+        assert wait_for(lambda: online(cfg), 15)
+        for argv in pubs:
+            subprocess.run([*argv, "-h", "127.0.0.1", "-p", str(broker.port)], check=True, timeout=10)
+        assert wait_for(lambda: len(events(cfg)) >= 2, 15)
+    finally:
+        stop_agent(agent)
+    outputs = [run_cli(*[str(cfg) if a == "config/demo.toml" else a for a in argv[1:]], check=True).stdout
+               for argv in shows]
+    assert "asset.counters" in outputs[0] and "asset_id=FX-7" in outputs[0] and "total_count=3400" in outputs[0]
+    assert "test.result" in outputs[1] and "unit_id=ESP-7" in outputs[1] and "result=pass" in outputs[1]

@@ -1,0 +1,128 @@
+"""The MQTT source's decisions without a broker: redelivery recognition, routing, rate limits, config errors.
+
+Messages are paho's own ``MQTTMessage`` objects, as the network thread hands them over.
+"""
+
+from datetime import datetime, timezone
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from agent.config import ConfigError, parse_config
+from agent.events import EventBus, Journal
+from agent.sources.mqtt import DeviceRateLimit, MqttSource
+
+
+def msg(topic, payload, *, dup=False, qos=1, mid=1):
+    m = mqtt.MQTTMessage(mid=mid, topic=topic.encode())
+    m.payload = payload
+    m.qos = qos
+    m.dup = dup
+    return m
+
+
+def source(journal, extra=""):
+    cfg = parse_config(f"[agent]\nstation = \"s\"\n[sources.mqtt]\n{extra}\n").sources.mqtt
+    src = MqttSource(cfg, "s")
+    bus = EventBus(journal)
+    src.set_event_bus(bus)
+    src.load_state()
+    return src, bus
+
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+COUNTERS = b'{"running_count": 3, "total_count": 30}'
+
+
+def test_redelivery_after_a_crash_is_recognised_but_a_real_repeat_is_not(tmp_path):
+    path = tmp_path / "j.db"
+    j = Journal(path)
+    src, _ = source(j)
+    src.ingest([(msg("assets/FX-1/counters", COUNTERS), NOW)])
+    assert len(j.read_after(0, 100)) == 1
+    j.close()
+    # the agent died before its PUBACK left: the broker sends it again, with DUP set
+    j = Journal(path)
+    src, _ = source(j)
+    src.ingest([(msg("assets/FX-1/counters", COUNTERS, dup=True), NOW)])
+    assert len(j.read_after(0, 100)) == 1
+    assert src.counts["duplicates"] == 1
+    # the device publishing the same values again (no DUP) is a new message
+    src.ingest([(msg("assets/FX-1/counters", COUNTERS), NOW)])
+    assert len(j.read_after(0, 100)) == 2
+    # a DUP of something never journaled (lost before we got it) is journaled
+    src.ingest([(msg("assets/FX-1/counters", b'{"running_count": 4, "total_count": 31}', dup=True), NOW)])
+    assert len(j.read_after(0, 100)) == 3
+    j.close()
+
+
+def test_recognition_window_is_bounded(journal):
+    src, _ = source(journal, "receive_maximum = 4\ndedup_window = 4")
+    for i in range(6):
+        src.ingest([(msg("assets/FX-1/counters", b'{"running_count": %d, "total_count": 9}' % i), NOW)])
+    assert len(journal.get_state(src.recent_key)) == 4
+    src.ingest([(msg("assets/FX-1/counters", b'{"running_count": 0, "total_count": 9}', dup=True), NOW)])
+    assert src.counts["duplicates"] == 0  # forgotten: journaled again rather than lost
+    src.ingest([(msg("assets/FX-1/counters", b'{"running_count": 5, "total_count": 9}', dup=True), NOW)])
+    assert src.counts["duplicates"] == 1
+
+
+def test_bad_message_is_remembered_too_so_a_redelivery_is_not_a_second_dead_letter(journal):
+    src, bus = source(journal)
+    src.ingest([(msg("assets/FX-1/counters", b"{nope"), NOW)])
+    src.ingest([(msg("assets/FX-1/counters", b"{nope", dup=True), NOW)])
+    assert len(journal.dead_letters()) == 1 and src.counts["bad"] == 1
+
+
+def test_site_subscription_is_tried_before_the_default_plan(journal):
+    src, _ = source(journal, """
+[[sources.mqtt.subscriptions]]
+topic = "assets/+/counters"
+event_type = "asset.telemetry"
+device_field = "asset_id"
+fields = { readings = "r", timestamp = "$received" }
+""")
+    assert src.route_for("assets/X/counters").topic == "assets/+/counters"
+    events = src.adapt(msg("assets/X/counters", b'{"r": {"t": 1.5}}'), NOW)
+    assert events[0].event_type == "asset.telemetry" and events[0].payload["asset_id"] == "X"
+    assert src.route_for("assets/X/status").topic == "assets/+/status"  # the rest of the plan is still there
+    assert src.route_for("elsewhere/X") is None
+    assert [r.topic for r in src.routes].count("assets/+/counters") == 1
+
+
+def test_default_plan_can_be_turned_off(journal):
+    src, _ = source(journal, 'default_topics = false\n[[sources.mqtt.subscriptions]]\ntopic = "a/#"\nadapter = "asset"')
+    assert src.get_subscribed_topics() == ["a/#"]
+
+
+def test_token_bucket_per_device():
+    lim = DeviceRateLimit(rate=2.0, burst=3)
+    assert [lim.allow("a", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert lim.allow("b", 0.0)  # another device has its own bucket
+    assert not lim.allow("a", 0.2)  # 0.4 tokens refilled: not yet
+    assert lim.allow("a", 0.6)  # 1.2 tokens
+
+
+@pytest.mark.parametrize("section,needle", [
+    ('[sources.mqtt]\nprotocol = "4"', "protocol"),
+    ('[sources.mqtt]\ncert_file = "/c"', "key_file"),
+    ('[sources.mqtt]\npassword_file = "/p"', "username"),
+    ('[sources.mqtt]\nreceive_maximum = 100\ndedup_window = 10', "dedup_window"),
+    ('[sources.mqtt]\ndefault_topics = false', "no topics"),
+    ('[[sources.mqtt.subscriptions]]\ntopic = "a/b+/c"\nadapter = "asset"', "topic filter"),
+    ('[[sources.mqtt.subscriptions]]\ntopic = "a/#/c"\nadapter = "asset"', "topic filter"),
+    ('[[sources.mqtt.subscriptions]]\ntopic = "a/+"\nadapter = "nope"', "adapter"),
+    ('[[sources.mqtt.subscriptions]]\ntopic = "a/+"\nevent_type = "asset.counters"', "fields"),
+    ('[[sources.mqtt.subscriptions]]\ntopic = "a/+"', "either adapter"),
+    ('[sinks.mqtt]\ntopic_prefix = "plant/+/x"', "topic_prefix"),
+    ('[sinks.mqtt]\nwindow = 0', "window"),
+])
+def test_config_errors_name_the_key(section, needle):
+    with pytest.raises(ConfigError) as e:
+        parse_config(f"[agent]\nstation = \"s\"\n{section}\n", "site.toml")
+    assert needle in str(e.value) and "site.toml" in str(e.value)
+
+
+def test_tls_port_default_and_broker_url():
+    cfg = parse_config('[sinks.mqtt]\nca_file = "/etc/ca.crt"\nhost = "plant-broker"').sinks.mqtt
+    assert cfg.tls and cfg.port == 8883 and cfg.broker == "mqtts://plant-broker:8883"
