@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 #: How long a stopping subscriber waits for confirmations already on their way (fewer resends on the next start).
 STOP_GRACE = 1.0
-#: While the window is full and nothing confirms, how often ``status`` is told why.
+#: How long the oldest delivery may wait for its confirmation before ``status`` is told why.
 STALL_REPORT = 1.0
 
 
@@ -119,7 +119,6 @@ class Pipeline:
         or the subscriber is stopping)."""
         sub = self.sub
         deadline = None if patience is None else time.monotonic() + patience
-        next_report = time.monotonic() + STALL_REPORT
         while self.slots:
             slot = self.slots[0]
             if slot.receipt is not None:
@@ -127,15 +126,12 @@ class Pipeline:
                 remaining = 0.0 if deadline is None else deadline - time.monotonic()
                 step = 0.0 if not must_wait else (0.2 if deadline is None else max(0.0, min(0.2, remaining)))
                 if not slot.receipt.wait(step):
+                    if time.perf_counter() - slot.started >= STALL_REPORT:
+                        self.report_stall()
                     if not must_wait or (deadline is not None and time.monotonic() >= deadline):
                         return True
                     if sub._stop.is_set() and not stopping:
                         return False
-                    if time.monotonic() >= next_report:
-                        reason = self.handler.stalled()
-                        if reason:
-                            sub._set_state("retrying", reason)
-                        next_report = time.monotonic() + STALL_REPORT
                     continue
                 assert slot.event is not None
                 error = slot.receipt.error()
@@ -151,6 +147,12 @@ class Pipeline:
             self.slots.popleft()
             sub._advance(slot.seq)
         return True
+
+    def report_stall(self) -> None:
+        """The oldest delivery has waited a while: let ``status`` say why (the handler knows)."""
+        reason = self.handler.stalled()
+        if reason and (self.sub.state != "retrying" or self.sub.last_error != reason):
+            self.sub._set_state("retrying", reason)
 
     def failed(self, slot: _Slot, error: BaseException) -> bool:
         """True: dead-lettered, retired, go on. False: rewound to retry it (or stopped while waiting)."""

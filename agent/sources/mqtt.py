@@ -181,15 +181,17 @@ class MqttSource(BaseTransport):
                 self._bus.journal.set_state(self.topics_key, wanted)
             except JournalFull:
                 pass
-        self._set_state(TransportState.CONNECTED)
-        self._record_status(force=True)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        """The SUBACK: from now on the broker keeps what devices publish for us. Only now are we online."""
         refused = [str(rc) for rc in reason_codes if rc.is_failure]
         if refused:
             self._last_error = f"broker refused {len(refused)} subscription(s): {', '.join(sorted(set(refused)))}"
             log.error("source %s: %s (check the broker's ACL for %s)", self.name, self._last_error, self.client_id)
-            self._record_status(force=True)
+        else:
+            self._last_error = None
+        self._set_state(TransportState.CONNECTED)
+        self._record_status(force=True)
 
     def _on_message(self, client, userdata, msg) -> None:
         # paho's network thread: hand over and return. The broker sends at most receive_maximum unacknowledged

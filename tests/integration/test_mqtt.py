@@ -342,16 +342,19 @@ def test_agent_killed_while_devices_publish_loses_nothing_and_journals_nothing_t
 
 
 # ---------------------------------------------------------------------------------------------------- telemetry
-def test_telemetry_events_status_and_health(write_config, broker):
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_telemetry_events_status_and_health(write_config, broker, protocol):
     watcher = Watcher(broker.port)
-    cfg = agent_config(write_config, broker.port, sink=True, source=SITE_MAPPING)
+    cfg = agent_config(write_config, broker.port, sink=True, source=SITE_MAPPING,
+                       sink_extra=f'protocol = "{protocol}"')
     agent = start_agent(cfg)
     try:
         assert wait_for(lambda: watcher.of("/status"), 15)
+        assert wait_for(lambda: online(cfg), 15)  # the ingest side subscribed: the broker keeps nothing before
         dev = client(broker.port, "esp32")
         for topic, doc in SEED_MESSAGES:
             send(dev, topic, doc)
-        assert wait_for(lambda: len(watcher.events()) >= len(SEED_MESSAGES), 15)
+        assert wait_for(lambda: len(watcher.events()) >= len(SEED_MESSAGES), 15), (watcher.events(), status(cfg))
         assert wait_for(lambda: len(watcher.of("/health")) >= 2, 10)
     finally:
         stop_agent(agent)
