@@ -246,6 +246,12 @@ class WatsSinkSection(_Section, kw_only=True):
                              "\"increment\" (older servers)")
 
 
+def default_client_id(station: str, role: str) -> str:
+    """``fixture-agent-<station>-<role>``, in the characters every broker accepts. Stable across restarts: a
+    persistent session is found again by its client id."""
+    return re.sub(r"[^A-Za-z0-9_.:-]", "-", f"fixture-agent-{station}-{role}")[:64]
+
+
 class MqttConnectionSection(_Section, kw_only=True):
     """How to reach a broker; shared by ``sources.mqtt`` and ``sinks.mqtt`` (they may be different brokers)."""
 
@@ -406,6 +412,14 @@ class Config(_Section):
     source_path: str = ""
 
     def __post_init__(self) -> None:
+        src, snk = self.sources.mqtt, self.sinks.mqtt
+        if src and snk and src.enabled and snk.enabled and (src.host, src.port) == (snk.host, snk.port):
+            ids = (src.client_id or default_client_id(self.agent.station, src.name),
+                   snk.client_id or default_client_id(self.agent.station, "telemetry"))
+            if ids[0] == ids[1]:
+                # the sink's clean session would wipe the source's, and the broker's queue for it
+                raise ValueError(f"sources.mqtt and sinks.mqtt would both connect to {src.broker} as {ids[0]}; "
+                                 "give them different client_id (or another sources.mqtt.name)")
         w = self.sinks.wats
         if w is not None and w.enabled:
             # WSJF requires these on every report: a missing one is the station's config, not a bad event,

@@ -1,8 +1,9 @@
 """MQTT, both directions, against bare paho loops on the same private mosquitto in the same run.
 
 * Telemetry: events/s the ``mqtt`` sink publishes from a journal backlog (read, decode, add run/seq, QoS 1
-  publish with a window of 100, cursor on PUBACK) against a bare paho loop publishing the same payloads at
-  QoS 1 with the same in-flight window and waiting for every PUBACK.
+  publish with its window, cursor on PUBACK) against a bare paho loop publishing the same payloads at QoS 1 with
+  the same in-flight window (100, cut to the broker's Receive Maximum less 2: 18 with mosquitto's defaults)
+  and waiting for every PUBACK.
 * Ingest: QoS 1 messages/s the source turns into durable events (decode, adapt, one transaction and fsync per
   batch, then PUBACK) against a bare paho subscriber that acknowledges each message on arrival and keeps
   nothing, both with the same receive maximum. The publisher is the same in both.
@@ -40,8 +41,26 @@ def _events(n: int):
 
 
 # ------------------------------------------------------------------------------------------------ telemetry
+def _receive_maximum(port: int) -> int | None:
+    """What the broker says it takes unacknowledged (paho cannot change its window once connected)."""
+    got: list = []
+    probe = _client(port, "bench-probe")
+    probe.on_connect = lambda c, u, f, rc, props: got.append(getattr(props, "ReceiveMaximum", None))
+    probe.connect("127.0.0.1", port)
+    probe.loop_start()
+    deadline = time.monotonic() + 10
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    probe.disconnect()
+    probe.loop_stop()
+    return got[0] if got else None
+
+
 def _bare_publish(port: int, payloads: list[bytes]) -> float:
+    """Same window as the agent's: the configured 100, cut to what the broker says it takes (less 2)."""
+    rm = _receive_maximum(port)
     c = _client(port, "bench-bare-pub")
+    c.max_inflight_messages_set(min(WINDOW, rm - 2) if rm else WINDOW)
     c.connect("127.0.0.1", port)
     c.loop_start()
     try:
@@ -74,6 +93,7 @@ def _agent_publish(port: int, events, tmp: Path) -> float:
     sink.start()
     if not sink.conn.wait_connected(10):
         raise RuntimeError("telemetry sink did not connect")
+    _agent_publish.window = sink.window  # type: ignore[attr-defined]
     t = time.perf_counter()
     bus.start()
     while sub.cursor < last:
@@ -195,6 +215,7 @@ def bench_mqtt(tmp: Path, n: int, rounds: int = 3) -> dict:
     return {
         "messages": n,
         "telemetry": {"agent_events_per_s": round(max(pub_agent)), "bare_paho_qos1_per_s": round(max(pub_bare)),
+                      "window": getattr(_agent_publish, "window", None),
                       "ratio_to_bare": round(max(pub_agent) / max(pub_bare), 3),
                       "median_paired_ratio": paired(pub_agent, pub_bare), "target": ">= 0.5",
                       "rounds": {"agent": [round(x) for x in pub_agent], "bare": [round(x) for x in pub_bare]}},

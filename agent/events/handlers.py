@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from .model import Event
-from .policies import CircuitBreaker, RetryPolicy
+from .policies import CircuitBreaker, RetryPolicy, TransientError
 
 
 class BaseHandler(ABC):
@@ -85,21 +85,38 @@ class PipelinedHandler(BaseHandler):
     keeps the plain handler contract for callers that want it.
     """
 
-    #: The most unconfirmed deliveries at once (memory held: this many encoded events).
+    #: The most unconfirmed deliveries at once (memory held: this many encoded events). Read before every
+    #: submit, so a handler may lower it when the far end says it takes fewer (MQTT 5 Receive Maximum).
     window: int = 64
 
     @abstractmethod
     def submit(self, event: Event) -> Receipt:
         """Start delivering ``event``; raise if it cannot even be started (the error policy decides)."""
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Block up to ``timeout`` until a ``submit`` can go out now (a connection is up). Submitting only then
+        keeps the far end's resends of what was in flight ahead of anything new."""
+        return True
+
     def stalled(self) -> str | None:
         """Why confirmations are not coming (broker unreachable …), for ``status``; None when all is well."""
         return None
 
+    def interrupt(self) -> None:
+        """The subscription is stopping: a ``handle`` waiting for its confirmation gives up (the event stays)."""
+        self._interrupted = True
+
+    def resume(self) -> None:
+        self._interrupted = False
+
     def handle(self, event: Event) -> None:
+        while not self.wait_ready(0.5):
+            if getattr(self, "_interrupted", False):
+                raise TransientError("stopping before delivery")
         receipt = self.submit(event)
-        while not receipt.wait(1.0):
-            pass
+        while not receipt.wait(0.5):
+            if getattr(self, "_interrupted", False):
+                raise TransientError("stopping: delivery not confirmed; it is sent again on the next start")
         err = receipt.error()
         if err is not None:
             raise err

@@ -54,7 +54,6 @@ class Pipeline:
     def __init__(self, sub: "Subscription", handler: PipelinedHandler) -> None:
         self.sub = sub
         self.handler = handler
-        self.window = max(1, int(handler.window))
         self.slots: deque[_Slot] = deque()
         self.read_pos = sub.cursor
         self.retry_seq = -1  # the event being retried, and how often it failed: the policy's backoff grows
@@ -71,8 +70,12 @@ class Pipeline:
                 sub._set_state("paused")
                 sub._stop.wait(0.5)
                 continue
-            if sub.durable and not self.slots and time.monotonic() >= next_retry_check:
-                sub._replay_dead_letters()  # one at a time, confirmed before the stream goes on
+            if sub.durable and time.monotonic() >= next_retry_check and sub.journal.retries_for(sub.name):
+                # `dlq retry` asked for some: let the window drain, then replay them one at a time
+                if self.settle(keep=0, patience=5.0) and not self.slots:
+                    sub._replay_dead_letters()
+                next_retry_check = time.monotonic() + RETRY_CHECK_INTERVAL
+            elif time.monotonic() >= next_retry_check:
                 next_retry_check = time.monotonic() + RETRY_CHECK_INTERVAL
             page = sub.journal.read_after(self.read_pos, min(PAGE, self.window))
             if not page:
@@ -87,20 +90,37 @@ class Pipeline:
             for stored in page:
                 if sub._stop.is_set() or not self.handler.enabled:
                     break
-                self.read_pos = stored.seq
                 slot = _Slot(stored.seq, None, None, 0.0)
                 if stored.seq in superseded:
                     sub.metrics.record_coalesced(sub.name, stored.type)
                 elif sub._types is None or stored.type in sub._types:
                     event = sub.decoded(stored.seq, stored.body)
                     if event is not None and sub.wants(event):
-                        if not sub.wait_for_breaker():
-                            break
+                        if not sub.wait_for_breaker() or not self.wait_ready():
+                            break  # stopped, or rewound meanwhile: this row was not taken
                         slot = self.submit(stored.seq, event)
                 self.slots.append(slot)
+                self.read_pos = stored.seq  # only once the row has its slot: nothing is ever stepped over
                 if not self.settle(keep=self.window - 1, patience=None):
                     break  # rewound or stopped: the page is stale
         self.settle(keep=0, patience=STOP_GRACE, stopping=True)
+
+    @property
+    def window(self) -> int:
+        return max(1, int(self.handler.window))
+
+    def wait_ready(self) -> bool:
+        """Until the handler can send now, retiring confirmations meanwhile. False if stopped, or if a failed
+        confirmation rewound the stream meanwhile (the caller must read again from ``read_pos``)."""
+        since = time.perf_counter()
+        while not self.handler.wait_ready(0.2):
+            if self.sub._stop.is_set():
+                return False
+            if not self.settle(keep=self.window - 1, patience=0.0):
+                return False
+            if time.perf_counter() - since >= STALL_REPORT:
+                self.report_stall()
+        return True
 
     def submit(self, seq: int, event: Event) -> _Slot:
         if seq == self.retry_seq:

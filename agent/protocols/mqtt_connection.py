@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..config import ConfigError, MqttConnectionSection
+from ..config import ConfigError, MqttConnectionSection, default_client_id  # noqa: F401 - re-exported
 from ..events.backoff import backoff_delay
 from ..secrets import read_secret_file
 
@@ -25,12 +25,6 @@ if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
 
 log = logging.getLogger(__name__)
-
-
-def default_client_id(station: str, role: str) -> str:
-    """``fixture-agent-<station>-<role>``, in the characters every broker accepts. Stable across restarts: a
-    persistent session is found again by its client id."""
-    return re.sub(r"[^A-Za-z0-9_.:-]", "-", f"fixture-agent-{station}-{role}")[:64]
 
 
 def topic_level(name: str) -> str:
@@ -60,6 +54,7 @@ class MqttConnection:
         self.connected = threading.Event()
         self.last_error: str | None = None
         self.connects = 0
+        self.receive_maximum: int | None = None
         self._failures = 0
         self._stopping = False
         self._refused = False
@@ -157,6 +152,8 @@ class MqttConnection:
             return
         self._failures = 0
         self._next_delay()
+        # MQTT 5: how many unacknowledged QoS 1 publishes the broker accepts from us (None: no limit said)
+        self.receive_maximum = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
         self.connects += 1
         self.last_error = None
         self.connected.set()
@@ -182,7 +179,7 @@ class MqttConnection:
         import socket
 
         try:
-            with socket.create_connection((self.cfg.host, self.cfg.port), timeout=5) as sock:
+            with socket.create_connection((self.cfg.host, self.cfg.port), timeout=2) as sock:
                 ctx = getattr(self.client, "_ssl_context", None)
                 if self.cfg.tls and ctx is not None:
                     with ctx.wrap_socket(sock, server_hostname=self.cfg.host):

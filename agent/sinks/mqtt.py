@@ -71,7 +71,6 @@ class MqttTelemetrySink(PipelinedHandler):
     def __init__(self, cfg: MqttSinkSection, *, station: str, journal: "Journal | None" = None) -> None:
         self._name = "mqtt"
         self.cfg = cfg
-        self.window = cfg.window
         self.event_types = tuple(cfg.event_types)
         self.prefix = cfg.topic_prefix.replace("{station}", topic_level(station))
         self.client_id = cfg.client_id or default_client_id(station, "telemetry")
@@ -95,7 +94,7 @@ class MqttTelemetrySink(PipelinedHandler):
     # ------------------------------------------------------------------------------------------------ lifecycle
     def _configure(self, client) -> None:
         client.on_publish = self._on_publish
-        client.max_inflight_messages_set(self.window + 8)  # the window, plus status and health
+        client.max_inflight_messages_set(self.cfg.window + 8)  # the window, plus status and health
         client.max_queued_messages_set(0)
         client.will_set(f"{self.prefix}/status", self._status_doc("offline", "connection lost"), qos=1, retain=True)
 
@@ -131,7 +130,10 @@ class MqttTelemetrySink(PipelinedHandler):
     def _health_loop(self) -> None:
         while not self._stop.wait(float(self.cfg.health_interval)):
             if self.conn.connected.is_set():
-                self._publish_health()
+                try:
+                    self._publish_health()
+                except Exception as e:  # noqa: BLE001 - the link dropped meanwhile; next time
+                    log.debug("sinks.mqtt: health not published: %s", e)
 
     def _publish_health(self) -> None:
         doc: dict[str, Any] = {"run": self.run_id, "uptime_s": round(time.monotonic() - self.started, 1),
@@ -148,30 +150,49 @@ class MqttTelemetrySink(PipelinedHandler):
         self._publish(f"{self.prefix}/health", msgspec.json.encode(doc), retain=True)
 
     # ------------------------------------------------------------------------------------------------ delivery
+    @property
+    def window(self) -> int:  # type: ignore[override]
+        """At most what the broker takes unacknowledged (MQTT 5 Receive Maximum; mosquitto says 20), less room
+        for status and health: paho resends the whole window at once after a reconnect, and a strict broker
+        disconnects a client that sends more (EMQX: 0x93)."""
+        rm = self.conn.receive_maximum
+        return max(1, min(self.cfg.window, rm - 2)) if rm else self.cfg.window
+
+    def wait_ready(self, timeout: float) -> bool:
+        """New events go out only while connected: paho resends what was in flight first, in order."""
+        return self.conn.connected.wait(timeout)
+
     def submit(self, event: Event) -> Receipt:
-        with self._lock:
-            self._seq += 1
-            seq = self._seq
         body = msgspec.json.encode(event)
+        with self._lock:
+            seq = self._seq + 1
         payload = b'{"id":"%s","run":"%s","seq":%d,%s' % (event.id.encode(), self.run_id.encode(), seq, body[1:])
-        receipt = self._publish(f"{self.prefix}/events/{event.event_type}", payload, qos=self.cfg.qos)
+        receipt = self._publish(f"{self.prefix}/events/{topic_level(event.event_type)}", payload)
+        with self._lock:
+            self._seq = seq  # taken only once published: a gap in seq is always a missed event
         self.published += 1
         return receipt
 
-    def _publish(self, topic: str, payload: bytes, *, qos: int | None = None, retain: bool = False) -> Puback:
+    def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> Puback:
         import paho.mqtt.client as mqtt
 
-        info = self.conn.client.publish(topic, payload, qos=self.cfg.qos if qos is None else qos, retain=retain)
+        qos = self.cfg.qos
+        try:
+            info = self.conn.client.publish(topic, payload, qos=qos, retain=retain)
+        except ValueError as e:  # payload too large for MQTT, a topic paho refuses: no resend can fix it
+            raise PermanentError(f"cannot publish to {topic}: {e}") from None
         receipt = Puback()
-        if info.rc == mqtt.MQTT_ERR_PAYLOAD_SIZE:
-            raise PermanentError(f"payload of {len(payload)} bytes is too large for MQTT")
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: queued, sent on reconnect
+        if info.rc == mqtt.MQTT_ERR_NO_CONN and qos > 0:
+            pass  # queued by paho, sent when the connection is back
+        elif info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise TransientError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
         with self._lock:
             if info.mid in self._early:
                 receipt.settle(self._early.pop(info.mid))
             else:
                 self._waiting[info.mid] = receipt
+        if qos == 0:
+            receipt.settle(None)  # no acknowledgement will come: handed to the socket is all QoS 0 has
         return receipt
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:

@@ -5,11 +5,14 @@ journal (paho's manual acknowledgement): a crash or a power cut between the two 
 With a persistent session (fixed client id, ``clean_start = False`` and a session expiry), what devices publish
 while the agent is down is queued at the broker and arrives after the restart.
 
-Sent again means it may already be journaled. A redelivery carries the DUP flag, and every message journaled
-recently is remembered by a digest of topic and payload, committed in the same transaction as its events: a
-DUP message whose digest is known is acknowledged and not journaled twice, so a test result never becomes two
-WATS reports. The memory is ``dedup_window`` digests, at least the broker's in-flight limit
-(``receive_maximum``), which is all that can be in doubt at once.
+Sent again means it may already be journaled. A redelivery carries the DUP flag and its original packet
+identifier [MQTT-4.4.0-1], and every message journaled recently is remembered by a digest of packet id, topic
+and payload, committed in the same transaction as its events (``events/recent.py``): a DUP message whose digest
+is known is acknowledged and not journaled twice, so a test result never becomes two WATS reports, while a
+device repeating the same payload as a new message (a new packet id) is journaled. The memory is
+``dedup_window`` digests, at least the broker's in-flight limit (``receive_maximum``), which is all that can be
+in doubt at once. A resumed session is not subscribed again (the broker would resend every retained message as
+new), and with MQTT 5 retained messages are asked for only when a subscription is new.
 
 Bad input (oversized, not JSON, a schema violation, a topic no subscription maps) is counted and kept in the
 dead-letter table with the topic and the raw payload, then acknowledged: one bad message never blocks the ones
@@ -24,7 +27,7 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
@@ -32,8 +35,10 @@ from typing import TYPE_CHECKING, Any, Callable
 import msgspec
 
 from ..config import MqttSourceSection
+from ..events.backoff import backoff_delay
 from ..events.journal import JournalFull
 from ..events.model import Event
+from ..events.recent import RecentKeys
 from ..events.transports import BaseTransport, TransportState
 from ..protocols import mqtt_adapters as adapters
 from ..protocols.mqtt_connection import MqttConnection, default_client_id
@@ -45,10 +50,22 @@ log = logging.getLogger(__name__)
 
 BATCH = 500  # messages journaled in one transaction at most
 STATUS_EVERY = 1.0  # seconds between status records while counts change
+QOS0_BACKLOG = 10000  # QoS 0 messages waiting for the worker at most; beyond, they are dropped and counted
+KEPT_OVERSIZE = 4096  # of an oversized payload, this much is kept in the dead letter
 
 
 class BadMessage(ValueError):
     """Why a message cannot become an event; kept with it in the dead-letter table."""
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A message as the network thread handed it over."""
+
+    msg: Any  # paho MQTTMessage
+    received: datetime
+    connection: int  # which connection it came on: a packet id means nothing on another one
+    size: int  # the payload's size as received (an oversized payload is cut before it is queued)
 
 
 @dataclass(frozen=True)
@@ -106,14 +123,18 @@ class MqttSource(BaseTransport):
         self.counts: Counter[str] = Counter()
         self.limiter = DeviceRateLimit(cfg.rate_limit, cfg.rate_burst)
         self._limited_noted: dict[str, float] = {}
-        self._inbox: queue.Queue[tuple[Any, datetime]] = queue.Queue(maxsize=10000)
+        # Unbounded, but QoS 1 is bounded by flow control (receive_maximum) and QoS 0 by QOS0_BACKLOG: the network
+        # thread must never block here (it would stop keepalives, and stopping would hang on it).
+        self._inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self._qos0_waiting = 0
+        self._qos0_lock = threading.Lock()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
-        self._recent: deque[str] = deque(maxlen=cfg.dedup_window)
-        self._recent_set: set[str] = set()
+        self.recent = RecentKeys(cfg.dedup_window)
         self._status_at = 0.0
         self._status_dirty = False
         self.conn: MqttConnection | None = None
+        self._subscribing: dict[str, int] | None = None
 
     @property
     def recent_key(self) -> str:
@@ -129,22 +150,21 @@ class MqttSource(BaseTransport):
     # ------------------------------------------------------------------------------------------------ control
     def start(self) -> None:
         self.load_state()
-        self._stop.clear()
-        self._worker = threading.Thread(target=self._work, name=f"source-{self.name}", daemon=True)
-        self._worker.start()
-        self.conn = MqttConnection(
+        self.conn = MqttConnection(  # first: a config error (a bad password file) must not leave a worker behind
             self.cfg, client_id=self.client_id, what=f"sources.mqtt {self.cfg.name}", persistent=True,
             session_expiry=float(self.cfg.session_expiry), receive_maximum=self.cfg.receive_maximum,
             manual_ack=True, on_connected=self._subscribe, on_trouble=self._trouble, configure=self._configure,
         )
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name=f"source-{self.name}", daemon=True)
+        self._worker.start()
         self._set_state(TransportState.CONNECTING)
         self.conn.start()
 
     def load_state(self) -> None:
         """What was journaled last (by digest), so a redelivery after a crash is recognised."""
         assert self._bus is not None, "register the source on a bus first"
-        for d in self._bus.journal.get_state(self.recent_key) or []:
-            self._remember(d)
+        self.recent.load(self._bus.journal.get_state(self.recent_key))
 
     def stop(self, timeout: float = 5.0) -> None:
         # The worker finishes its batch and acknowledges it; what is still queued here was never acknowledged
@@ -166,37 +186,63 @@ class MqttSource(BaseTransport):
         self._record_status(force=True)
 
     def _subscribe(self, client: "mqtt.Client", session_present: bool) -> None:
-        """Subscribe every time (a resumed session keeps them, a new one does not) and drop filters the config no
-        longer has: a persistent session would otherwise keep delivering them (telegraf#9703)."""
+        """A resumed session with the same filters needs nothing: subscribing again would make the broker resend
+        every retained message as if new. Otherwise subscribe, and drop filters the config no longer has (a
+        persistent session would go on delivering them, telegraf#9703)."""
         assert self._bus is not None
         wanted = {r.topic: r.qos for r in self.routes}
         before = self._bus.journal.get_state(self.topics_key) or {}
+        if session_present and before == wanted:
+            self._online()
+            return
         stale = sorted(set(before) - set(wanted))
         if stale:
             client.unsubscribe(stale)
-            log.info("source %s: unsubscribed %s (no longer configured)", self.name, ", ".join(stale))
-        client.subscribe(list(wanted.items()))
-        if before != wanted:
-            try:
-                self._bus.journal.set_state(self.topics_key, wanted)
-            except JournalFull:
-                pass
+            log.info("source %s: unsubscribing %s (no longer configured)", self.name, ", ".join(stale))
+        if self.cfg.protocol == "5":
+            from paho.mqtt.subscribeoptions import SubscribeOptions
+
+            # retained messages only for a subscription the broker did not have yet
+            client.subscribe([(t, SubscribeOptions(qos=q, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))
+                              for t, q in wanted.items()])
+        else:
+            client.subscribe(list(wanted.items()))
+        self._subscribing = wanted
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        """The SUBACK: from now on the broker keeps what devices publish for us. Only now are we online."""
+        """The SUBACK: from now on the broker keeps what devices publish for us. Only now are we online. (The
+        UNSUBSCRIBE went first on the same connection, so it is done too: the new filter set is recorded.)"""
         refused = [str(rc) for rc in reason_codes if rc.is_failure]
         if refused:
             self._last_error = f"broker refused {len(refused)} subscription(s): {', '.join(sorted(set(refused)))}"
             log.error("source %s: %s (check the broker's ACL for %s)", self.name, self._last_error, self.client_id)
         else:
             self._last_error = None
+            if self._subscribing is not None and self._bus is not None:
+                try:
+                    self._bus.journal.set_state(self.topics_key, self._subscribing)
+                except JournalFull:
+                    pass
+        self._subscribing = None
+        self._online()
+
+    def _online(self) -> None:
         self._set_state(TransportState.CONNECTED)
         self._record_status(force=True)
 
     def _on_message(self, client, userdata, msg) -> None:
-        # paho's network thread: hand over and return. The broker sends at most receive_maximum unacknowledged
-        # QoS 1 messages, so this queue stays short; if it ever fills, waiting here is backpressure on the broker.
-        self._inbox.put((msg, datetime.now(timezone.utc)))
+        # paho's network thread: hand over and return, never block. QoS 1 is bounded by flow control (the broker
+        # sends at most receive_maximum unacknowledged); QoS 0 has none, so a backlog of it is cut here.
+        size = len(msg.payload)
+        if size > self.cfg.max_payload_bytes:
+            msg.payload = msg.payload[:KEPT_OVERSIZE]  # not held in memory whole; adapt() turns it away
+        if msg.qos == 0:
+            with self._qos0_lock:
+                if self._qos0_waiting >= QOS0_BACKLOG:
+                    self.counts["dropped_qos0"] += 1
+                    return
+                self._qos0_waiting += 1
+        self._inbox.put(Inbound(msg, datetime.now(timezone.utc), self.conn.connects if self.conn else 0, size))
 
     # ------------------------------------------------------------------------------------------------ ingest
     def _work(self) -> None:
@@ -213,53 +259,70 @@ class MqttSource(BaseTransport):
                     batch.append(self._inbox.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                self.ingest(batch)
-            except Exception as e:  # noqa: BLE001 - a bug here must not end ingest; the batch stays unacknowledged
-                self._report_error(e)
-                log.exception("source %s: batch of %d not journaled; the broker will send it again", self.name,
-                              len(batch))
-                self._stop.wait(1.0)
+            with self._qos0_lock:
+                self._qos0_waiting -= sum(1 for b in batch if b.msg.qos == 0)
+            self.ingest(batch)
 
-    def ingest(self, batch: list[tuple[Any, datetime]]) -> None:
-        """Journal a batch in one transaction, then acknowledge every message in it."""
+    def ingest(self, batch: list[Inbound]) -> None:
+        """Journal a batch in one transaction, then acknowledge every message in it. A message that cannot become
+        an event is a dead letter; a batch the journal cannot take is tried again here, never dropped (the broker
+        would not resend it before the next reconnect)."""
         assert self._bus is not None
         events: list[Event] = []
         digests: list[str] = []
-        for msg, received in batch:
+        for item in batch:
+            msg = item.msg
             self.counts["received"] += 1
-            digest = hashlib.blake2b(msg.topic.encode() + b"\0" + msg.payload, digest_size=8).hexdigest()
-            if msg.dup and digest in self._recent_set:
+            digest = hashlib.blake2b(b"%d\0%s\0%s" % (msg.mid, msg.topic.encode(), msg.payload),
+                                     digest_size=8).hexdigest()
+            if msg.dup and (digest in self.recent or digest in digests):
                 self.counts["duplicates"] += 1
                 continue
             try:
-                events += self.adapt(msg, received)
+                events += self.adapt(msg, item.received, item.size)
             except BadMessage as e:
                 self.bad_input(msg, str(e))
+            except Exception as e:  # noqa: BLE001 - a bug of ours for one message must not hold up the rest
+                log.exception("source %s: message on %s failed", self.name, msg.topic)
+                self.bad_input(msg, f"internal error: {type(e).__name__}: {e}")
             if msg.qos > 0:
                 digests.append(digest)
         if events or digests:
             # the digests commit with the events: after a crash, what the broker resends is recognised
-            state = {self.recent_key: (list(self._recent) + digests)[-self.cfg.dedup_window:]} if digests else None
+            state = {self.recent_key: self.recent.with_new(digests)} if digests else None
+            attempt = 0
             while True:
                 try:
                     self._bus.publish_many(events, state=state)
                     break
-                except JournalFull as e:
-                    log.error("source %s: %s; not acknowledging, the broker keeps the messages", self.name, e)
-                    if self._stop.wait(1.0):
-                        return
+                except Exception as e:  # noqa: BLE001 - journal full, disk error: keep the batch, try again
+                    attempt += 1
+                    self._report_error(e)
+                    delay = backoff_delay(attempt, initial=1.0, maximum=30.0)
+                    log.error("source %s: cannot journal %d message(s) (%s: %s); not acknowledging them, "
+                              "trying again in %.0fs", self.name, len(batch), type(e).__name__, e, delay)
+                    if self._stop.wait(delay):
+                        return  # not acknowledged: the broker sends them again next session
             for d in digests:
-                self._remember(d)
+                self.recent.add(d)
             self._published += len(events)
             self.counts["journaled"] += len(events)
-        for msg, _ in batch:
-            if msg.qos > 0 and self.conn is not None:
-                self.conn.client.ack(msg.mid, msg.qos)
+        self._acknowledge(batch)
         self._record_status()
 
-    def adapt(self, msg: Any, received: datetime) -> list[Event]:
-        size = len(msg.payload)
+    def _acknowledge(self, batch: list[Inbound]) -> None:
+        """PUBACK what came on the current connection. A packet id from an earlier one may now name another
+        message; those are resent by the broker (DUP) and recognised then."""
+        conn = self.conn
+        if conn is None or not conn.connected.is_set():
+            return
+        current = conn.connects
+        for item in batch:
+            if item.msg.qos > 0 and item.connection == current:
+                conn.client.ack(item.msg.mid, item.msg.qos)
+
+    def adapt(self, msg: Any, received: datetime, size: int | None = None) -> list[Event]:
+        size = len(msg.payload) if size is None else size
         if size > self.cfg.max_payload_bytes:
             raise BadMessage(f"payload of {size} bytes is over max_payload_bytes ({self.cfg.max_payload_bytes})")
         route = self.route_for(msg.topic)
@@ -291,10 +354,11 @@ class MqttSource(BaseTransport):
                 return r
         return None
 
-    def bad_input(self, msg: Any, reason: str) -> None:
+    def bad_input(self, msg: Any, reason: str, malformed: bool = True) -> None:
         assert self._bus is not None
-        self.counts["bad"] += 1
-        self._bus.metrics.record_bad_input(self.name)
+        if malformed:
+            self.counts["bad"] += 1
+            self._bus.metrics.record_bad_input(self.name)
         log.warning("source %s: bad message on %s: %s", self.name, msg.topic, reason)
         try:
             self._bus.dead_letters.add_bad_input(f"{self.name} {msg.topic}", bytes(msg.payload), reason)
@@ -306,17 +370,12 @@ class MqttSource(BaseTransport):
         self.counts["rate_limited"] += 1
         now = time.monotonic()
         if now - self._limited_noted.get(device, -1e9) >= 60.0:
+            if len(self._limited_noted) >= 10000:
+                self._limited_noted.clear()  # made-up device ids must not grow memory
             self._limited_noted[device] = now
             self.bad_input(msg, f"device {device} is over the rate limit ({self.cfg.rate_limit:g}/s, burst "
                                 f"{self.cfg.rate_burst}); messages over it are dropped and counted, one a minute "
-                                "is kept here")
-            self.counts["bad"] -= 1  # counted as rate limited, not as malformed
-
-    def _remember(self, digest: str) -> None:
-        if len(self._recent) == self._recent.maxlen:
-            self._recent_set.discard(self._recent[0])
-        self._recent.append(digest)
-        self._recent_set.add(digest)
+                                "is kept here", malformed=False)
 
     # ------------------------------------------------------------------------------------------------ status
     def _record_status(self, force: bool = False) -> None:

@@ -67,6 +67,16 @@ def stop_agent(agent):
     return err
 
 
+def run_until_online(cfg, linger):
+    """One agent run: until the ingest source has subscribed, and ``linger`` seconds more."""
+    agent = start_agent(cfg)
+    try:
+        assert wait_for(lambda: online(cfg), 15)
+        time.sleep(linger)
+    finally:
+        stop_agent(agent)
+
+
 def events(cfg, type=None):
     args = ["events", "-c", str(cfg), "--json", "--limit", "1000000"] + (["--type", type] if type else [])
     return json.loads(run_cli(*args, check=True).stdout)
@@ -252,13 +262,7 @@ def test_bad_messages_are_dead_lettered_acknowledged_and_do_not_block(write_conf
     assert st["bad"] == 5 and st["journaled"] == 1
     raw = run_cli("dlq", "list", str(dls[0]["id"]), "--body", "-c", str(cfg), check=True).stdout
     assert "{not json" in raw  # the raw payload is kept
-    # acknowledged: a restart does not get them again
-    agent = start_agent(cfg)
-    try:
-        assert wait_for(lambda: online(cfg), 15)
-        time.sleep(1.0)
-    finally:
-        stop_agent(agent)
+    run_until_online(cfg, linger=1.0)  # acknowledged: a restart does not get them again
     assert len(dead_letters(cfg)) == 5 and len(events(cfg, "asset.counters")) == 1
 
 
@@ -546,3 +550,66 @@ def test_readme_mosquitto_pub_commands_reach_the_journal(write_config, broker):
                for argv in shows]
     assert "asset.counters" in outputs[0] and "asset_id=FX-7" in outputs[0] and "total_count=3400" in outputs[0]
     assert "test.result" in outputs[1] and "unit_id=ESP-7" in outputs[1] and "result=pass" in outputs[1]
+
+
+def test_a_flood_of_qos0_while_the_journal_refuses_is_cut_and_stop_still_returns(broker, tmp_path, monkeypatch):
+    """In process: the journal refuses (full), QoS 0 messages have no flow control; the network thread must not
+    block on them (keepalives would stop and stopping would hang)."""
+    from agent.config import parse_config
+    from agent.events import EventBus
+    from agent.events.journal import JournalFull
+    from agent.sources import mqtt as mqtt_source
+
+    monkeypatch.setattr(mqtt_source, "QOS0_BACKLOG", 5)
+    cfg = parse_config(f'[agent]\nstation = "s"\n[sources.mqtt]\nport = {broker.port}\nrate_limit = 1000\n')
+    j = Journal(tmp_path / "j.db")
+    bus = EventBus(j)
+    src = mqtt_source.MqttSource(cfg.sources.mqtt, "s")
+    bus.register_transport(src)
+
+    def full(events, state=None, expect=None):
+        raise JournalFull("journal is full")
+
+    monkeypatch.setattr(bus, "publish_many", full)
+    src.start()
+    try:
+        assert wait_for(lambda: src.is_connected, 10)
+        dev = client(broker.port, "flood")
+        for i in range(60):
+            dev.publish(f"assets/FX-{i}/counters", json.dumps({"running_count": i, "total_count": 9}), qos=0)
+        assert wait_for(lambda: src.counts["dropped_qos0"] >= 40, 10), src.counts
+        assert src.conn.connected.is_set()  # the network thread is alive: keepalives go on
+    finally:
+        t = threading.Thread(target=src.stop, daemon=True)
+        started = time.monotonic()
+        t.start()
+        t.join(15)
+        assert not t.is_alive() and time.monotonic() - started < 10
+        j.close()
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_a_retained_message_is_journaled_once_not_at_every_restart(write_config, broker, protocol):
+    dev = client(broker.port, "esp32")
+    info = dev.publish("assets/FX-1/status", json.dumps({"status": "down"}), qos=1, retain=True)
+    info.wait_for_publish(5)
+    cfg = agent_config(write_config, broker.port, source=f'protocol = "{protocol}"')
+    for _ in range(3):  # three agent runs: the first subscribes, the others resume the session
+        run_until_online(cfg, linger=0.5)
+    assert len(events(cfg, "asset.state_changed")) == 1
+
+
+def test_telemetry_window_follows_the_brokers_receive_maximum(broker, tmp_path):
+    from agent.config import parse_config
+    from agent.sinks.mqtt import MqttTelemetrySink
+
+    cfg = parse_config(f'[agent]\nstation = "s"\n[sinks.mqtt]\nport = {broker.port}\nwindow = 500\n').sinks.mqtt
+    sink = MqttTelemetrySink(cfg, station="s")
+    assert sink.window == 500  # until the broker says
+    sink.start()
+    try:
+        assert sink.conn.wait_connected(10)
+        assert sink.conn.receive_maximum == 20  # mosquitto's default max_inflight_messages
+        assert sink.window == 18  # room for status and health
+    finally:
+        sink.stop()

@@ -10,7 +10,7 @@ import pytest
 
 from agent.config import ConfigError, parse_config
 from agent.events import EventBus, Journal
-from agent.sources.mqtt import DeviceRateLimit, MqttSource
+from agent.sources.mqtt import DeviceRateLimit, Inbound, MqttSource
 
 
 def msg(topic, payload, *, dup=False, qos=1, mid=1):
@@ -19,6 +19,10 @@ def msg(topic, payload, *, dup=False, qos=1, mid=1):
     m.qos = qos
     m.dup = dup
     return m
+
+
+def batch(*msgs):
+    return [Inbound(m, NOW, 0, len(m.payload)) for m in msgs]
 
 
 def source(journal, extra=""):
@@ -38,39 +42,81 @@ def test_redelivery_after_a_crash_is_recognised_but_a_real_repeat_is_not(tmp_pat
     path = tmp_path / "j.db"
     j = Journal(path)
     src, _ = source(j)
-    src.ingest([(msg("assets/FX-1/counters", COUNTERS), NOW)])
+    src.ingest(batch(msg("assets/FX-1/counters", COUNTERS)))
     assert len(j.read_after(0, 100)) == 1
     j.close()
     # the agent died before its PUBACK left: the broker sends it again, with DUP set
     j = Journal(path)
     src, _ = source(j)
-    src.ingest([(msg("assets/FX-1/counters", COUNTERS, dup=True), NOW)])
+    src.ingest(batch(msg("assets/FX-1/counters", COUNTERS, dup=True)))
     assert len(j.read_after(0, 100)) == 1
     assert src.counts["duplicates"] == 1
     # the device publishing the same values again (no DUP) is a new message
-    src.ingest([(msg("assets/FX-1/counters", COUNTERS), NOW)])
+    src.ingest(batch(msg("assets/FX-1/counters", COUNTERS)))
     assert len(j.read_after(0, 100)) == 2
     # a DUP of something never journaled (lost before we got it) is journaled
-    src.ingest([(msg("assets/FX-1/counters", b'{"running_count": 4, "total_count": 31}', dup=True), NOW)])
+    src.ingest(batch(msg("assets/FX-1/counters", b'{"running_count": 4, "total_count": 31}', dup=True)))
     assert len(j.read_after(0, 100)) == 3
+    # the same payload as an earlier message, but its own packet id: a real message resent, not a duplicate
+    src.ingest(batch(msg("assets/FX-1/counters", COUNTERS, dup=True, mid=2)))
+    assert len(j.read_after(0, 100)) == 4
     j.close()
+
+
+def test_original_and_its_resend_in_one_batch_are_journaled_once(journal):
+    src, _ = source(journal)
+    src.ingest(batch(msg("assets/FX-1/counters", COUNTERS, mid=7), msg("assets/FX-1/counters", COUNTERS, mid=7,
+                                                                      dup=True)))
+    assert len(journal.read_after(0, 100)) == 1 and src.counts["duplicates"] == 1
+
+
+def test_a_batch_the_journal_cannot_take_is_kept_and_tried_again(journal, monkeypatch):
+    src, bus = source(journal)
+    real = bus.publish_many
+    failures = []
+
+    def flaky(events, **kw):
+        if len(failures) < 2:
+            failures.append(1)
+            raise OSError("disk I/O error")
+        return real(events, **kw)
+
+    monkeypatch.setattr(bus, "publish_many", flaky)
+    monkeypatch.setattr("agent.sources.mqtt.backoff_delay", lambda *a, **k: 0.01)
+    src.ingest(batch(msg("assets/FX-1/counters", COUNTERS)))
+    assert len(failures) == 2 and len(journal.read_after(0, 100)) == 1
+    assert "disk I/O error" in src.get_stats()["last_error"]
+
+
+def test_a_bug_in_an_adapter_is_a_dead_letter_not_a_stalled_source(journal):
+    src, _ = source(journal)
+
+    def broken(m):
+        raise KeyError("oops")
+
+    src.routes = [type(src.routes[0])(r.topic, broken if r.topic == "assets/+/counters" else r.adapt, r.qos,
+                                      r.device_level) for r in src.routes]
+    src.ingest(batch(msg("assets/FX-1/counters", COUNTERS), msg("assets/FX-1/status", b'{"status": "idle"}', mid=2)))
+    assert [e.type for e in journal.read_after(0, 100)] == ["asset.state_changed"]
+    dl = journal.dead_letters()
+    assert len(dl) == 1 and "internal error: KeyError" in dl[0].reason
 
 
 def test_recognition_window_is_bounded(journal):
     src, _ = source(journal, "receive_maximum = 4\ndedup_window = 4")
     for i in range(6):
-        src.ingest([(msg("assets/FX-1/counters", b'{"running_count": %d, "total_count": 9}' % i), NOW)])
+        src.ingest(batch(msg("assets/FX-1/counters", b'{"running_count": %d, "total_count": 9}' % i)))
     assert len(journal.get_state(src.recent_key)) == 4
-    src.ingest([(msg("assets/FX-1/counters", b'{"running_count": 0, "total_count": 9}', dup=True), NOW)])
+    src.ingest(batch(msg("assets/FX-1/counters", b'{"running_count": 0, "total_count": 9}', dup=True)))
     assert src.counts["duplicates"] == 0  # forgotten: journaled again rather than lost
-    src.ingest([(msg("assets/FX-1/counters", b'{"running_count": 5, "total_count": 9}', dup=True), NOW)])
+    src.ingest(batch(msg("assets/FX-1/counters", b'{"running_count": 5, "total_count": 9}', dup=True)))
     assert src.counts["duplicates"] == 1
 
 
 def test_bad_message_is_remembered_too_so_a_redelivery_is_not_a_second_dead_letter(journal):
     src, bus = source(journal)
-    src.ingest([(msg("assets/FX-1/counters", b"{nope"), NOW)])
-    src.ingest([(msg("assets/FX-1/counters", b"{nope", dup=True), NOW)])
+    src.ingest(batch(msg("assets/FX-1/counters", b"{nope")))
+    src.ingest(batch(msg("assets/FX-1/counters", b"{nope", dup=True)))
     assert len(journal.dead_letters()) == 1 and src.counts["bad"] == 1
 
 
@@ -126,3 +172,9 @@ def test_config_errors_name_the_key(section, needle):
 def test_tls_port_default_and_broker_url():
     cfg = parse_config('[sinks.mqtt]\nca_file = "/etc/ca.crt"\nhost = "plant-broker"').sinks.mqtt
     assert cfg.tls and cfg.port == 8883 and cfg.broker == "mqtts://plant-broker:8883"
+
+
+def test_source_and_sink_on_one_broker_cannot_share_a_client_id():
+    with pytest.raises(ConfigError, match="client_id"):
+        parse_config('[agent]\nstation = "s"\n[sources.mqtt]\nname = "telemetry"\n[sinks.mqtt]\n')
+    parse_config('[agent]\nstation = "s"\n[sources.mqtt]\nname = "telemetry"\n[sinks.mqtt]\nhost = "plant"\n')

@@ -1,6 +1,7 @@
 """Windowed delivery (PipelinedHandler): in flight at once, cursor strictly in order, failures judged by the policy."""
 
 import threading
+import time
 
 import pytest
 
@@ -188,3 +189,49 @@ def test_handle_keeps_the_plain_contract():
     far.tickets[0].confirm(PermanentError("no"))
     t.join(3)
     assert outcome == ["no"]
+
+
+class Gated(Far):
+    """A far end that is sometimes not there (a broker down): nothing is submitted until it is."""
+
+    def __init__(self, window=4):
+        super().__init__(window)
+        self.ready = threading.Event()
+
+    def wait_ready(self, timeout):
+        return self.ready.wait(timeout)
+
+
+def test_nothing_is_submitted_while_not_ready_and_a_rewind_meanwhile_skips_nothing(bus):
+    far = Gated(window=4)
+    far.ready.set()
+    bus.register_handler(far, retry_policy=ImmediateRetryPolicy(max_retries=None))
+    bus.start()
+    publish(bus, 2)
+    assert wait_for(lambda: len(far.tickets) == 2)
+    far.ready.clear()  # the connection drops
+    publish(bus, 2, start=2)
+    assert not wait_for(lambda: len(far.tickets) > 2, 0.5)
+    sub = bus.subscription("far")
+    assert wait_for(lambda: sub.state == "retrying", 3)  # status says why it waits
+    far.tickets[0].confirm()
+    far.tickets[1].confirm(TransientError("refused"))  # judged while waiting to be ready: rewinds to 1
+    time.sleep(0.5)
+    far.ready.set()
+    assert wait_for(lambda: len(far.tickets) == 5)
+    assert far.ids() == [0, 1, 1, 2, 3]  # 1 again, then on in order: nothing stepped over
+    for t in far.tickets[2:]:
+        t.confirm()
+    assert wait_for(lambda: sub.delivered == 4)
+    bus.journal.flush()
+    assert bus.journal.cursor("far") == 4
+
+
+def test_window_follows_the_handler(bus):
+    far = Far(window=8)
+    bus.register_handler(far)
+    bus.start()
+    far.window = 2  # e.g. the broker said it takes 2 at once
+    publish(bus, 5)
+    assert wait_for(lambda: len(far.tickets) == 2)
+    assert not wait_for(lambda: len(far.tickets) > 2, 0.3)
