@@ -354,10 +354,10 @@ def agent_config(tmp: Path, name: str, simulated: bool, data: Path) -> Path:
     text = (f'[agent]\nstation = "bench"\nlocation = "Bench"\npurpose = "Bench"\ndata_dir = "{data}"\n'
             f'[journal]\nmax_bytes = "4GB"\n[metrics]\nenabled = false\n'
             f'[sinks.wats]\nurl = "https://wats.invalid"\ntoken_file = "{data}/wats.token"\n'
-            f'default_process_code = 10\ndefault_part_number = "BENCH"\n'
-            f'[sources.mqtt]\nport = {_closed_port()}\n[sinks.mqtt]\nport = {_closed_port()}\n')
+            f'default_process_code = 10\ndefault_part_number = "BENCH"\n')
     if simulated:
         text += '[sources.simulated]\ninterval = "1s"\n'
+        text += f'[sources.mqtt]\nport = {_closed_port()}\n[sinks.mqtt]\nport = {_closed_port()}\n'
     cfg.write_text(text)
     return cfg
 
@@ -515,8 +515,8 @@ def write_markdown(doc: dict, path: Path) -> None:
         "per-request cost (which the bare loop pays too); the Authorization header is set once on the client and",
         "reports are encoded with msgspec to keep it so.",
         "",
-        "Memory: the idle and demo configs include the WATS uplink (configured, no token) and the MQTT source and",
-        "sink (configured, no broker listening), as `config/demo.toml` does. Importing httpx and creating its",
+        "Memory: the idle config has the WATS uplink (configured, no token); the demo config adds the simulated",
+        "station and the MQTT source and sink (configured, no broker listening), as `config/demo.toml` does. Importing httpx and creating its",
         "TLS-verifying client costs about 9 MB of the RSS above; the agent keeps httpx from importing its",
         "command-line client (click, pygments), which saved about 2 MB more.",
         "",
