@@ -433,6 +433,71 @@ def _chain(cfg: Config):
     return HandlerChain([ValidationMiddleware(), EnrichmentMiddleware({k: v for k, v in station.items() if v})])
 
 
+#: What the WATS uplink does with each event type it sends (``docs/wats-uplink.md``).
+WATS_ROUTES = {
+    "test.result": "POST /api/Report/WSJF", "inspection.result": "POST /api/Report/WSJF",
+    "asset.counters": "PUT /api/Asset/SetRunningCount + SetTotalCount", "asset.state_changed": "PUT /api/Asset/State",
+    "asset.fault": "POST /api/Asset/Message", "asset.maintenance": "POST /api/Asset/Maintenance",
+    "asset.calibration": "POST /api/Asset/Calibration",
+    "material.installed": "POST /api/Production/AddChildUnit (components with a serial number)",
+}
+
+
+def cmd_cfx_samples(args: argparse.Namespace) -> int:
+    from .protocols import cfx
+    from .protocols.cfx_mapping import to_events
+    from .protocols.cfx_samples import SAMPLES
+
+    if args.list:
+        _out(args, {n: d for n, (d, _) in SAMPLES.items()},
+             "\n".join(f"{n:<24} {SAMPLES[n][1]['MessageName']:<48} {d}" for n, (d, _) in SAMPLES.items()))
+        return EXIT_OK
+    name = args.show or args.convert
+    if name not in SAMPLES:
+        print(f"fixture-agent cfx samples: no sample {name!r}; --list shows them", file=sys.stderr)
+        return EXIT_USAGE
+    doc = SAMPLES[name][1]
+    if args.show:
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    from .protocols.wsjf import MappingError, Station, to_wsjf
+
+    events = to_events(cfx.decode(cfx.encode(doc))[0], "cfx:samples")
+    station = Station(machine_name="fixture-agent-demo", location="Demo line", purpose="Demo",
+                      process_codes={}, default_process_code=10, default_part_number="CFX-SAMPLE")
+    if args.config:
+        cfg = load_config(args.config)
+        w = cfg.sinks.wats
+        station = Station(machine_name=cfg.agent.station, location=cfg.agent.location or "-",
+                          purpose=cfg.agent.purpose or "-", process_codes=dict(w.process_codes) if w else {},
+                          default_process_code=w.default_process_code if w else 10,
+                          default_part_number=w.default_part_number if w else "CFX-SAMPLE",
+                          default_revision=w.default_revision if w else "1")
+    out = []
+    for e in events:
+        entry: dict[str, Any] = {"event": json.loads(msgspec.json.encode(e)), "wats": WATS_ROUTES.get(e.event_type,
+                                                                                                         "not sent to WATS")}
+        if e.event_type in ("test.result", "inspection.result"):
+            try:
+                entry["wsjf"] = to_wsjf(e, station)
+            except MappingError as err:
+                entry["wsjf_error"] = str(err)
+        out.append(entry)
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return EXIT_OK
+    for entry in out:
+        print(f"{entry['event']['event_type']}  →  WATS: {entry['wats']}")
+        print(json.dumps(entry["event"]["payload"], indent=2, default=str))
+        if "wsjf" in entry:
+            print("WSJF report:")
+            print(json.dumps(entry["wsjf"], indent=2, default=str))
+        if "wsjf_error" in entry:
+            print(f"not a WATS report: {entry['wsjf_error']}")
+        print()
+    return EXIT_OK
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     cfg = _config(args)  # raises ConfigError with file and key
     sources = ([f"serial:{s.name}" for s in cfg.sources.serial] + (["gpio"] if cfg.sources.gpio else [])
@@ -523,6 +588,17 @@ def build_parser() -> argparse.ArgumentParser:
     fx.add_argument("--for", dest="for_seconds", type=float, help="stop after this many seconds")
     fx.set_defaults(func=cmd_simulate)
 
+    cf = sub.add_parser("cfx", help="IPC-CFX tools")
+    cfsub = cf.add_subparsers(dest="what", required=True)
+    smp = cfsub.add_parser("samples", help="CFX messages a test station meets, and what the agent makes of them")
+    which = smp.add_mutually_exclusive_group(required=True)
+    which.add_argument("--list", action="store_true", help="the samples, one line each")
+    which.add_argument("--show", metavar="NAME", help="the message as the CFX SDK writes it")
+    which.add_argument("--convert", metavar="NAME", help="the normalized events and what goes to WATS")
+    smp.add_argument("-c", "--config", help="use this config's station and WATS process codes for --convert")
+    smp.add_argument("--json", action="store_true", help="machine-readable output")
+    smp.set_defaults(func=cmd_cfx_samples)
+
     c = sub.add_parser("config", help="configuration")
     csub = c.add_subparsers(dest="action", required=True)
     chk = csub.add_parser("check", parents=[common], help="validate a config file")
@@ -539,6 +615,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `… | head`: the reader went away; not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -97,3 +97,23 @@ def test_status_reads_while_journal_is_locked_for_writing(write_config):
     finally:
         conn.rollback()
         conn.close()
+
+
+def test_cfx_samples_list_show_and_convert(write_config):
+    listing = json.loads(run_cli("cfx", "samples", "--list", "--json", check=True).stdout)
+    assert {"ict-units-tested", "fct-units-tested", "aoi-units-inspected", "spi-units-inspected", "work-started",
+            "work-completed-pass", "work-completed-fail", "smt-materials-installed", "th-materials-installed",
+            "temperature-fault", "feeder-fault", "fault-cleared"} <= set(listing)
+    shown = json.loads(run_cli("cfx", "samples", "--show", "ict-units-tested", check=True).stdout)
+    assert shown["MessageBody"]["$type"] == "CFX.Production.TestAndInspection.UnitsTested, CFX"
+    cfg = write_config('[sinks.wats]\nurl = "https://wats.invalid"\nprocess_codes = { ict = 30 }\n'
+                       'default_part_number = "PCB4711"\n')
+    conv = json.loads(run_cli("cfx", "samples", "--convert", "ict-units-tested", "-c", str(cfg), "--json",
+                              check=True).stdout)
+    assert conv[0]["event"]["event_type"] == "test.result" and conv[0]["wats"] == "POST /api/Report/WSJF"
+    assert conv[0]["wsjf"]["processCode"] == 30 and conv[0]["wsjf"]["pn"] == "PCB4711"
+    assert conv[0]["wsjf"]["machineName"] == "test-station" and conv[0]["wsjf"]["result"] == "F"
+    moved = json.loads(run_cli("cfx", "samples", "--convert", "work-started", "--json", check=True).stdout)
+    assert moved[0]["wats"] == "not sent to WATS"
+    bad = run_cli("cfx", "samples", "--show", "nope")
+    assert bad.returncode == 2 and "--list" in bad.stderr
