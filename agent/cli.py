@@ -502,7 +502,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     cfg = _config(args)  # raises ConfigError with file and key
     sources = ([f"serial:{s.name}" for s in cfg.sources.serial] + (["gpio"] if cfg.sources.gpio else [])
                + (["simulated"] if cfg.sources.simulated else [])
-               + ([f"mqtt:{cfg.sources.mqtt.name}"] if cfg.sources.mqtt and cfg.sources.mqtt.enabled else []))
+               + ([f"mqtt:{cfg.sources.mqtt.name}"] if cfg.sources.mqtt and cfg.sources.mqtt.enabled else [])
+               + ([f"cfx:{cfg.sources.cfx.name}"] if cfg.sources.cfx and cfg.sources.cfx.enabled else []))
     doc = {"ok": True, "file": cfg.source_path, "station": cfg.agent.station, "journal": str(cfg.journal_path),
            "sources": sources, "sinks": cfg.enabled_sinks()}
     _out(args, doc, f"{cfg.source_path}: ok (station {cfg.agent.station}, journal {cfg.journal_path}, "

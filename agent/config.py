@@ -199,6 +199,7 @@ class SourcesSection(_Section):
     serial: list[SerialSourceSection] = []
     gpio: GpioSourceSection | None = None
     mqtt: "MqttSourceSection | None" = None
+    cfx: "CfxSourceSection | None" = None
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.serial]
@@ -389,10 +390,92 @@ class MqttSinkSection(MqttConnectionSection, kw_only=True):
             raise ValueError("health_interval must be at least 1s")
 
 
-class CfxSinkSection(_Section, kw_only=True):
-    url: str
-    handle: str
+class AmqpConnectionSection(_Section, kw_only=True):
+    """How to reach an AMQP 1.0 broker (RabbitMQ with its AMQP 1.0 plugin, in CFX practice)."""
+
+    url: str  # amqp://host:5672 or amqps://host:5671; no user or password in it
     enabled: bool = True
+    username: str | None = None  # SASL PLAIN with password_file; without: ANONYMOUS
+    password_file: str | None = None
+    virtual_host: str | None = None  # RabbitMQ: sent as the AMQP open hostname "vhost:NAME"
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    verify_tls: bool = True
+    reconnect_min: float | str = "1s"
+    reconnect_max: float | str = "60s"
+    heartbeat: float | str = "30s"  # AMQP idle timeout we ask the peer to keep
+
+    def __post_init__(self) -> None:
+        for f in ("reconnect_min", "reconnect_max", "heartbeat"):
+            setattr(self, f, parse_duration(getattr(self, f)))
+        m = re.match(r"^(amqps?)://([^/@:]+|\[[0-9a-fA-F:]+\])(?::(\d+))?/?$", self.url)
+        if not m:
+            raise ValueError(f"url {self.url!r} must be amqp://host[:port] or amqps://host[:port] (credentials go in "
+                             "username and password_file)")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file go together")
+        if self.password_file and not self.username:
+            raise ValueError("password_file needs username")
+        if self.reconnect_min <= 0 or self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_min must be > 0 and <= reconnect_max")
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("amqps://")
+
+
+def _check_handle(handle: str) -> None:
+    # reused as container id, link address, subject prefix and in queue names: no '/', spaces, '#', '*'
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", handle):
+        raise ValueError(f"handle {handle!r}: a CFX handle like Vendor.Model.Serial (letters, digits, '.', '_', "
+                         "':', '-')")
+
+
+class CfxSourceSection(AmqpConnectionSection, kw_only=True):
+    """CFX ingest: messages other equipment publishes, from a broker queue (or an exchange binding)."""
+
+    name: str = "cfx"
+    address: str = "/queue/CFXQueue"  # RabbitMQ v1 addresses: /queue/Q, /amq/queue/Q, /exchange/X/key, /topic/key
+    handle: str | None = None  # our own CFX handle (the AMQP container id); default: FixtureAgent.<station>
+    credit: int = 100  # messages the broker may send ahead of our acceptance
+    dedup_window: int = 10000  # UniqueIDs remembered: an SDK's spool may resend after a reconnect
+    max_message_bytes: int | str = "4MB"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.max_message_bytes = parse_size(self.max_message_bytes)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", self.name):
+            raise ValueError(f"name {self.name!r}: use 1-40 letters, digits, '.', '_' or '-'")
+        if self.handle is not None:
+            _check_handle(self.handle)
+        if not 1 <= self.credit <= 10000:
+            raise ValueError("credit must be between 1 and 10000")
+        if self.dedup_window < self.credit:
+            raise ValueError("dedup_window must be >= credit")
+
+
+class CfxSinkSection(AmqpConnectionSection, kw_only=True):
+    """The fixture as a CFX endpoint: its own events published as CFX messages, and its request listener."""
+
+    handle: str
+    address: str = "/exchange/CFXExchange"  # where to publish; the subject (routing key) is <handle>.<MessageName>
+    compress: bool = True  # gzip, the SDK's default since 2020
+    heartbeat_interval: float | str = "60s"  # CFX Heartbeat (1 s - 5 min)
+    window: int = 100
+    listen: str | None = None  # "0.0.0.0:5673": answer AreYouThere / GetEndpointInformation requests here
+    event_types: list[str] = []  # default: test.result, asset.state_changed, asset.fault
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_handle(self.handle)
+        self.heartbeat_interval = parse_duration(self.heartbeat_interval)
+        if not 1 <= self.heartbeat_interval <= 300:
+            raise ValueError("heartbeat_interval must be between 1s and 5m (CFX)")
+        if not 1 <= self.window <= 10000:
+            raise ValueError("window must be between 1 and 10000")
+        if self.listen is not None:
+            parse_listen(self.listen)
 
 
 class SinksSection(_Section):

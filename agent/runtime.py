@@ -106,6 +106,11 @@ class Agent:
             from .sources.mqtt import MqttSource
 
             self.sources.append(MqttSource(cfg.sources.mqtt, cfg.agent.station))
+        if cfg.sources.cfx and cfg.sources.cfx.enabled:
+            _require("proton", "sources.cfx", "cfx")
+            from .sources.cfx import CfxSource
+
+            self.sources.append(CfxSource(cfg.sources.cfx, cfg.agent.station))
         if cfg.sources.gpio:
             _require("gpiozero", "sources.gpio", "gpio")
             from .sources.gpio import GpioSource

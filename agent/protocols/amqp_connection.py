@@ -1,0 +1,153 @@
+"""AMQP 1.0 with python-qpid-proton, as both CFX parts use it: a proton Container on its own thread.
+
+Proton is not thread-safe: everything that touches a connection, link or delivery runs on the container's thread.
+Other threads hand work over with ``ContainerThread.call(fn)`` (an ``EventInjector``), which is how a delivery is
+accepted after the journal commit, or a message sent for the subscriber thread.
+
+Decided here once: SASL (PLAIN with a username and a 0600 password file, else ANONYMOUS), TLS with verification on
+by default, the RabbitMQ virtual host as the open hostname (``vhost:NAME``), and reconnecting (``Reconnecting``):
+whenever the connection ends and the agent is not stopping, it is opened again, with its links, after an
+``events.backoff`` delay (exponential with jitter). Proton's own reconnect is off: it gives up for good when the
+broker closes the connection cleanly, which is what a RabbitMQ restart does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..config import AmqpConnectionSection, ConfigError
+from ..events.backoff import backoff_delay
+from ..secrets import read_secret_file
+
+log = logging.getLogger(__name__)
+
+
+def connect_options(cfg: AmqpConnectionSection, what: str) -> dict[str, Any]:
+    """Keyword arguments for ``Container.connect``: url, credentials, TLS, vhost, reconnect, heartbeat."""
+    from proton import SSLDomain
+
+    # reconnecting is ours (``Reconnecting``): proton's own gives up for good when the broker closes the
+    # connection cleanly (a RabbitMQ restart), and two mechanisms would open two connections
+    kw: dict[str, Any] = {"url": cfg.url, "reconnect": False, "heartbeat": float(cfg.heartbeat)}
+    if cfg.username:
+        password = read_secret_file(cfg.password_file, f"{what}.password_file") if cfg.password_file else None
+        if cfg.password_file and password is None:
+            raise ConfigError(f"{what}.password_file {cfg.password_file}: no such file")
+        kw.update(user=cfg.username, password=password or "", allowed_mechs="PLAIN", allow_insecure_mechs=True)
+    else:
+        kw["allowed_mechs"] = "ANONYMOUS"
+    if cfg.virtual_host:
+        kw["virtual_host"] = f"vhost:{cfg.virtual_host}"
+    if cfg.tls:
+        domain = SSLDomain(SSLDomain.MODE_CLIENT)
+        if cfg.ca_file:
+            domain.set_trusted_ca_db(cfg.ca_file)
+        if cfg.cert_file:
+            domain.set_credentials(cfg.cert_file, cfg.key_file, None)
+        if cfg.verify_tls:
+            domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME, cfg.ca_file)
+        else:
+            domain.set_peer_authentication(SSLDomain.ANONYMOUS_PEER)
+            log.warning("%s: TLS verification is off (verify_tls = false)", what)
+        kw["ssl_domain"] = domain
+    return kw
+
+
+class ContainerThread:
+    """A proton Container running ``handler`` on a thread of its own."""
+
+    def __init__(self, handler: Any, container_id: str, name: str) -> None:
+        from proton.reactor import Container, EventInjector
+
+        self.handler = handler
+        self.container = Container(handler)
+        self.container.container_id = container_id
+        self.injector = EventInjector()
+        self.container.selectable(self.injector)
+        self.name = name
+        self._thread: threading.Thread | None = None
+        handler.on_agent_call = self._on_agent_call  # dispatched by the ApplicationEvent type below
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.container.run()
+        except Exception:  # noqa: BLE001 - the thread must say why it ended
+            log.exception("%s: AMQP container stopped unexpectedly", self.name)
+
+    def call(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the container's thread, soon."""
+        from proton.reactor import ApplicationEvent
+
+        self.injector.trigger(ApplicationEvent("agent_call", subject=fn))
+
+    @staticmethod
+    def _on_agent_call(event: Any) -> None:
+        event.subject()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread is None:
+            return
+
+        def halt() -> None:
+            self.handler.stopping = True
+            self.injector.close()
+            self.container.stop()
+
+        self.call(halt)
+        self._thread.join(timeout)
+        self._thread = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+
+class Reconnecting:
+    """Mixed into a proton handler: ``open_links(container)`` is called at start and again, after a backoff delay,
+    whenever the connection ends (refused, dropped, closed by the broker) and the agent is not stopping."""
+
+    stopping = False
+    reconnect_min = 1.0
+    reconnect_max = 60.0
+    _attempt = 0
+
+    def open_links(self, container: Any) -> None:
+        raise NotImplementedError
+
+    def on_start(self, event: Any) -> None:
+        self.open_links(event.container)
+
+    def connected_again(self) -> None:
+        self._attempt = 0
+
+    def on_disconnected(self, event: Any) -> None:
+        """(proton calls this only when the connection was still open locally: on_transport_closed covers all)"""
+
+    def on_transport_closed(self, event: Any) -> None:
+        # Every end of a connection lands here, also a broker's clean close (after which proton's own handlers
+        # have closed the connection locally, and on_disconnected never comes).
+        self.lost(event)
+        if self.stopping:
+            return
+        self._attempt += 1
+        delay = backoff_delay(self._attempt, initial=self.reconnect_min, maximum=self.reconnect_max)
+        event.container.schedule(delay, _Reopen(self))
+
+    def lost(self, event: Any) -> None:
+        """The connection ended: forget what was tied to it."""
+
+
+class _Reopen:
+    def __init__(self, handler: Reconnecting) -> None:
+        self.handler = handler
+
+    def on_timer_task(self, event: Any) -> None:
+        if not self.handler.stopping:
+            self.handler.open_links(event.container)

@@ -1,0 +1,282 @@
+"""CFX ingest: what other equipment publishes on the plant's AMQP 1.0 broker, as durable events.
+
+A receiver on a broker queue (or an exchange binding), with ``credit`` messages allowed ahead. Each message is
+decoded (gzip when its content-encoding says so, a JSON array of envelopes as one batch), mapped to events
+(``protocols/cfx_mapping.py``), and the batch of messages that arrived together is journaled in one transaction;
+only then are their deliveries **accepted**, so the broker keeps anything the agent did not make durable.
+
+The SDK resends from its spool after a reconnect, and the broker redelivers what was not accepted when a
+connection dropped: a message whose ``UniqueID`` is among the last ``dedup_window`` journaled is accepted again and
+not journaled twice (the UniqueIDs commit with the events, ``events/recent.py``).
+
+A message that is not CFX, or does not map, is kept in the dead-letter table with the reason and the raw body,
+counted, and **rejected** (so a broker-side dead-letter exchange gets it too); the ones behind it go on. Root
+messages (Heartbeat, EndpointConnected …) and types this agent does not map are accepted and counted by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any
+
+from ..config import CfxSourceSection
+from ..events.backoff import backoff_delay
+from ..events.journal import JournalFull
+from ..events.model import Event
+from ..events.recent import RecentKeys
+from ..events.transports import BaseTransport, TransportState
+from ..protocols import cfx
+from ..protocols.amqp_connection import ContainerThread, Reconnecting, connect_options
+from ..protocols.cfx_mapping import MAPPERS, to_events
+
+log = logging.getLogger(__name__)
+
+STATUS_EVERY = 1.0
+
+
+def _handler_base():
+    from proton.handlers import MessagingHandler
+
+    return MessagingHandler
+
+
+class _Pending:
+    __slots__ = ("delivery", "events", "ids")
+
+    def __init__(self, delivery: Any, events: list[Event], ids: list[str]) -> None:
+        self.delivery, self.events, self.ids = delivery, events, ids
+
+
+class CfxSource(BaseTransport):
+    def __init__(self, cfg: CfxSourceSection, station: str) -> None:
+        super().__init__(f"cfx:{cfg.name}")
+        self.cfg = cfg
+        self.handle = cfg.handle or f"FixtureAgent.{station}".replace(" ", "_")
+        self.counts: Counter[str] = Counter()
+        self.not_mapped: Counter[str] = Counter()
+        self.recent = RecentKeys(cfg.dedup_window)
+        self._container: ContainerThread | None = None
+        self._status_at = 0.0
+
+    @property
+    def recent_key(self) -> str:
+        return f"cfx-recent:{self.cfg.name}"
+
+    def get_subscribed_topics(self) -> list[str]:
+        return [self.cfg.address]
+
+    def start(self) -> None:
+        assert self._bus is not None, "register the source on a bus first"
+        self.recent.load(self._bus.journal.get_state(self.recent_key))
+        options = connect_options(self.cfg, f"sources.cfx {self.cfg.name}")
+        self._container = ContainerThread(_Receiver(self, options), self.handle, f"source-{self.name}")
+        self._set_state(TransportState.CONNECTING)
+        self._container.start()
+
+    def stop(self) -> None:
+        # Deliveries not accepted yet stay with the broker: it sends them again next time.
+        if self._container is not None:
+            self._container.stop()
+        self._set_state(TransportState.DISCONNECTED)
+        self.record_status(force=True)
+
+    # ------------------------------------------------------------------------------------------------ per message
+    def read(self, message: Any, pending_ids: set[str] | frozenset[str] = frozenset()) -> tuple[list[Event], list[str]]:
+        """A proton message → (events, UniqueIDs), skipping envelopes already journaled or already waiting in this
+        batch (``pending_ids``); raises ``cfx.CfxError`` naming what is wrong."""
+        body = message.body
+        if isinstance(body, memoryview):
+            body = bytes(body)
+        elif isinstance(body, str):
+            body = body.encode()  # an AmqpValue string: the SDK would refuse it; we read it, and say so
+            self.counts["string_bodies"] += 1
+        if not isinstance(body, (bytes, bytearray)):
+            raise cfx.CfxError(f"body: a {type(body).__name__}, not a Data section of JSON bytes")
+        if len(body) > self.cfg.max_message_bytes:
+            raise cfx.CfxError(f"body of {len(body)} bytes is over max_message_bytes ({self.cfg.max_message_bytes})")
+        encoding = message.content_encoding
+        if encoding in (None, "None"):  # proton reads an absent content-encoding as the string 'None'
+            encoding = None
+        events: list[Event] = []
+        ids: list[str] = []
+        for env in cfx.decode(bytes(body), encoding):
+            if env.unique_id in self.recent or env.unique_id in ids or env.unique_id in pending_ids:
+                self.counts["duplicates"] += 1
+                continue
+            mapped = to_events(env, self.name)
+            if not mapped and env.message_name not in MAPPERS:
+                self.not_mapped[env.message_name] += 1
+            events += mapped
+            ids.append(env.unique_id)
+        return events, ids
+
+    def bad_input(self, message: Any, reason: str) -> None:
+        assert self._bus is not None
+        self.counts["bad"] += 1
+        self._bus.metrics.record_bad_input(self.name)
+        subject = message.subject or "-"
+        log.warning("source %s: bad message (%s): %s", self.name, subject, reason)
+        body = message.body
+        raw = bytes(body) if isinstance(body, (bytes, bytearray, memoryview)) else str(body).encode()
+        try:
+            self._bus.dead_letters.add_bad_input(f"{self.name} {self.cfg.address} {subject}", raw[:1_000_000], reason)
+        except JournalFull:
+            log.error("source %s: journal full; bad message not kept", self.name)
+
+    def journal(self, pending: list[_Pending]) -> None:
+        """One transaction for what arrived together; raises if the journal refuses (nothing accepted then)."""
+        assert self._bus is not None
+        events = [e for p in pending for e in p.events]
+        ids = [i for p in pending for i in p.ids]
+        state = {self.recent_key: self.recent.with_new(ids)} if ids else None
+        self._bus.publish_many(events, state=state)
+        for i in ids:
+            self.recent.add(i)
+        self._published += len(events)
+        self.counts["journaled"] += len(events)
+        self.counts["messages"] += len(pending)
+
+    def record_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._bus is None or (not force and now - self._status_at < STATUS_EVERY):
+            return
+        self._status_at = now
+        doc = {"port": f"{self.cfg.url} {self.cfg.address}", "online": self.state is TransportState.CONNECTED,
+               "handle": self.handle, **dict(self.counts), "not_mapped": dict(self.not_mapped),
+               "last_error": self._last_error, "since": datetime.now(timezone.utc).isoformat()}
+        try:
+            self._bus.journal.set_state(f"source:{self.name}", doc)
+        except JournalFull:
+            pass
+
+    def get_stats(self) -> dict[str, Any]:
+        return {**super().get_stats(), **dict(self.counts), "not_mapped": dict(self.not_mapped)}
+
+
+class _StatusTimer:
+    """Writes the source's status for ``fixture-agent status`` every second while counts change."""
+
+    def __init__(self, source: CfxSource) -> None:
+        self.source = source
+        self.seen: dict[str, int] = {}
+
+    def on_timer_task(self, event: Any) -> None:
+        counts = dict(self.source.counts)
+        if counts != self.seen:
+            self.seen = counts
+            self.source.record_status(force=True)
+        event.container.schedule(STATUS_EVERY, self)
+
+
+class _Receiver(Reconnecting, _handler_base()):  # type: ignore[misc]
+    """The container-thread side: receive, batch what arrives together, journal, then settle."""
+
+    def __init__(self, source: CfxSource, options: dict[str, Any]) -> None:
+        super().__init__(prefetch=source.cfg.credit, auto_accept=False)
+        self.source = source
+        self.options = options
+        self.reconnect_min, self.reconnect_max = float(source.cfg.reconnect_min), float(source.cfg.reconnect_max)
+        self.status_timer: _StatusTimer | None = None
+        self.pending: list[_Pending] = []
+        self.pending_ids: set[str] = set()
+        self.flush_scheduled = False
+        self.failures = 0
+
+    def open_links(self, container: Any) -> None:
+        from proton import Terminus
+        from proton.reactor import LinkOption
+
+        class Durable(LinkOption):  # the SDK's receiver: source durability "configuration" (matches durable queues)
+            def apply(self, link: Any) -> None:
+                link.source.durability = Terminus.CONFIGURATION
+
+        conn = container.connect(**self.options)
+        container.create_receiver(conn, self.source.cfg.address, options=Durable())
+        if self.status_timer is None:
+            self.status_timer = _StatusTimer(self.source)
+            container.schedule(STATUS_EVERY, self.status_timer)
+
+    def on_connection_opened(self, event: Any) -> None:
+        self.connected_again()
+        self.source._set_state(TransportState.CONNECTED)
+        self.source._last_error = None
+        self.source.record_status(force=True)
+        log.info("source %s: connected to %s, receiving from %s", self.source.name, self.source.cfg.url,
+                 self.source.cfg.address)
+
+    def on_transport_error(self, event: Any) -> None:
+        cond = event.transport.condition
+        why = f"{cond.name}: {cond.description}" if cond else "connection failed"
+        self._trouble(why)
+
+    def on_link_error(self, event: Any) -> None:
+        cond = event.link.remote_condition
+        self._trouble(f"link refused: {cond.name}: {cond.description}" if cond else "link refused")
+
+    def lost(self, event: Any) -> None:
+        # Deliveries on a dropped connection cannot be settled: the broker sends them again, and those already
+        # journaled are recognised by UniqueID.
+        self.pending.clear()
+        self.pending_ids.clear()
+        if not self.stopping:
+            self._trouble(self.source._last_error or "disconnected")
+
+    def _trouble(self, why: str) -> None:
+        src = self.source
+        if src._last_error != why:
+            log.warning("source %s: %s (reconnecting)", src.name, why)
+        src._last_error = why
+        src._set_state(TransportState.RECONNECTING)
+        src.record_status(force=True)
+
+    def on_message(self, event: Any) -> None:
+        src = self.source
+        src.counts["received"] += 1
+        try:
+            events, ids = src.read(event.message, self.pending_ids)
+        except cfx.CfxError as e:
+            src.bad_input(event.message, str(e))
+            self._settle_rejected(event.delivery, str(e))
+            return
+        except Exception as e:  # noqa: BLE001 - a bug of ours for one message must not stop the rest
+            log.exception("source %s: message failed", src.name)
+            src.bad_input(event.message, f"internal error: {type(e).__name__}: {e}")
+            self._settle_rejected(event.delivery, "internal error")
+            return
+        self.pending.append(_Pending(event.delivery, events, ids))
+        self.pending_ids.update(ids)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            event.container.schedule(0, self)  # after the deliveries already read: one commit for them all
+
+    def _settle_rejected(self, delivery: Any, reason: str) -> None:
+        from proton import Condition
+
+        delivery.local.condition = Condition("amqp:decode-error", reason[:500])
+        self.reject(delivery)
+
+    def on_timer_task(self, event: Any) -> None:
+        self.flush_scheduled = False
+        if not self.pending:
+            return
+        src = self.source
+        try:
+            src.journal(self.pending)
+        except Exception as e:  # noqa: BLE001 - journal full, disk error: keep them (not accepted), try again
+            self.failures += 1
+            src._report_error(e)
+            delay = backoff_delay(self.failures, initial=1.0, maximum=30.0)
+            log.error("source %s: cannot journal %d message(s) (%s: %s); not accepting them, trying again in "
+                      "%.0fs", src.name, len(self.pending), type(e).__name__, e, delay)
+            self.flush_scheduled = True
+            event.container.schedule(delay, self)
+            return
+        self.failures = 0
+        for p in self.pending:
+            self.accept(p.delivery)
+        self.pending.clear()
+        self.pending_ids.clear()
+        src.record_status()

@@ -1,0 +1,148 @@
+"""A private RabbitMQ 3.x node with the AMQP 1.0 plugin, for the CFX tests (``reference/test-infrastructure.md``).
+
+Its own node name, ports (AMQP, distribution, epmd), data and log directories and HOME, so it never touches another
+node on the machine; exchanges, queues and bindings from a definitions file at boot. A node takes 5-10 s to boot:
+the tests start one per session. ``crash()`` kills the Erlang VM itself (the wrapper script would survive a
+SIGKILL and leave the node running).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from tests.conftest import free_port
+
+SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+
+#: plant: where other equipment publishes (the agent's ingest reads "agent-in", bound to all of it);
+#: cfx: where the agent's own endpoint publishes (a consumer, "mes", gets all of it).
+DEFINITIONS = {
+    "exchanges": [
+        {"name": "plant", "vhost": "/", "type": "topic", "durable": True, "auto_delete": False, "internal": False,
+         "arguments": {}},
+        {"name": "cfx", "vhost": "/", "type": "topic", "durable": True, "auto_delete": False, "internal": False,
+         "arguments": {}},
+    ],
+    "queues": [
+        {"name": "agent-in", "vhost": "/", "durable": True, "auto_delete": False, "arguments": {}},
+        {"name": "mes", "vhost": "/", "durable": True, "auto_delete": False, "arguments": {}},
+    ],
+    "bindings": [
+        {"source": "plant", "vhost": "/", "destination": "agent-in", "destination_type": "queue", "routing_key": "#",
+         "arguments": {}},
+        {"source": "cfx", "vhost": "/", "destination": "mes", "destination_type": "queue", "routing_key": "#",
+         "arguments": {}},
+    ],
+    "users": [{"name": "guest", "password": "guest", "tags": "administrator"},
+              {"name": "fixture", "password": "fx-Pa55", "tags": ""}],
+    "vhosts": [{"name": "/"}],
+    "permissions": [{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"},
+                    {"user": "fixture", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}],
+}
+
+
+def rabbitmq_available() -> bool:
+    return os.access(SERVER, os.X_OK) and shutil.which("erl") is not None or os.path.exists("/usr/lib/erlang")
+
+
+class RabbitMQ:
+    def __init__(self, workdir: Path) -> None:
+        self.dir = Path(workdir)
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.epmd_port = free_port()
+        self.node = f"fxtest{uuid.uuid4().hex[:8]}@localhost"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://127.0.0.1:{self.port}"
+
+    def _env(self) -> dict[str, str]:
+        d = self.dir
+        return {**os.environ, "HOME": str(d), "RABBITMQ_NODENAME": self.node, "RABBITMQ_NODE_PORT": str(self.port),
+                "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1", "RABBITMQ_DIST_PORT": str(self.dist_port),
+                "ERL_EPMD_PORT": str(self.epmd_port), "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+                "RABBITMQ_LOG_BASE": str(d / "log"), "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq"),
+                "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+                "RABBITMQ_PID_FILE": str(d / "rabbit.pid"),
+                "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf")}
+
+    def start(self, timeout: float = 60.0) -> "RabbitMQ":
+        d = self.dir
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "enabled_plugins").write_text("[rabbitmq_amqp1_0].\n")
+        (d / "definitions.json").write_text(json.dumps(DEFINITIONS))
+        (d / "rabbitmq-env.conf").write_text("")
+        (d / "rabbitmq.conf").write_text(
+            f"load_definitions = {d / 'definitions.json'}\n"
+            "loopback_users = none\n"
+            "log.console = false\n"
+            f"log.file = {d / 'log' / 'rabbit.log'}\n")
+        self.proc = subprocess.Popen([SERVER], env=self._env(), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"rabbitmq-server exited {self.proc.returncode}; logs in {self.dir / 'log'}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"AMQP\x03\x01\x00\x00")  # SASL layer of AMQP 1.0: answered once the plugin is up
+                    s.settimeout(2)
+                    if s.recv(8).startswith(b"AMQP"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"RabbitMQ did not accept AMQP 1.0 on {self.port} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self._kill_epmd()
+        self.proc = None
+
+    def crash(self) -> None:
+        """SIGKILL to the whole node (VM, wrapper, its epmd): a power cut as far as the broker is concerned."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+        self._kill_epmd()
+        self.proc = None
+
+    def _kill_epmd(self) -> None:
+        """The node started a private epmd daemon (its port is in its environment, not its command line); it is
+        ours to end, and only that one."""
+        out = subprocess.run(["pgrep", "-x", "epmd"], capture_output=True, text=True).stdout
+        mark = f"ERL_EPMD_PORT={self.epmd_port}".encode()
+        for pid in out.split():
+            try:
+                if mark in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                    os.kill(int(pid), signal.SIGTERM)
+            except (OSError, ValueError):
+                pass
