@@ -26,9 +26,6 @@ from .events.transports import BaseTransport
 
 log = logging.getLogger("agent")
 
-#: Sinks this version can configure but does not yet implement. Their durable cursor is registered, so the
-#: journal keeps every event for them (the demo's "buffering" uplinks); status shows them as parked.
-PARKED_SINKS = {"cfx": "CFX endpoint"}
 
 
 class AgentAlreadyRunning(RuntimeError):
@@ -46,6 +43,7 @@ class Agent:
         self.sources: list[BaseTransport] = []
         self.wats: Any = None
         self.telemetry: Any = None
+        self.cfx: Any = None
         self._simulators: list[Any] = []
 
     # ------------------------------------------------------------------------------------------------ build
@@ -79,14 +77,13 @@ class Agent:
             self.bus.register_handler(self.telemetry)
             # connected before the bus starts delivering to it, disconnected after the bus stopped
             self.lifecycle.add_component(self.telemetry, priority=9, name="sink:mqtt")
-        for name in cfg.enabled_sinks():
-            if name not in PARKED_SINKS:
-                continue  # built above
-            self.journal.register_subscriber(name)
-            self.journal.set_subscriber_state(name, "parked", f"{PARKED_SINKS[name]} is not in this version; "
-                                              "events are kept in the journal for it")
-            log.warning("sink %s: %s is not implemented in this version; its events are buffered in the journal",
-                        name, PARKED_SINKS[name])
+        if cfg.sinks.cfx and cfg.sinks.cfx.enabled:
+            _require("proton", "sinks.cfx", "cfx")
+            from .sinks.cfx import CfxEndpoint
+
+            self.cfx = CfxEndpoint(cfg.sinks.cfx, station=cfg.agent.station)
+            self.bus.register_handler(self.cfx)
+            self.lifecycle.add_component(self.cfx, priority=9, name="sink:cfx")
         self._warn_unconfigured_subscribers()
 
         if cfg.sources.simulated and cfg.sources.simulated.enabled:

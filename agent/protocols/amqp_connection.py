@@ -76,10 +76,17 @@ class ContainerThread:
         self._thread.start()
 
     def _run(self) -> None:
-        try:
-            self.container.run()
-        except Exception:  # noqa: BLE001 - the thread must say why it ended
-            log.exception("%s: AMQP container stopped unexpectedly", self.name)
+        import time
+
+        while True:
+            try:
+                self.container.run()
+                return  # stopped
+            except Exception:  # noqa: BLE001 - a bug in one handler call must not end the link for good
+                log.exception("%s: error in an AMQP event handler; going on", self.name)
+                if getattr(self.handler, "stopping", False):
+                    return
+                time.sleep(0.5)
 
     def call(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the container's thread, soon."""

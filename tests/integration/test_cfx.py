@@ -183,3 +183,145 @@ def test_broker_restart_mid_stream_loses_nothing_and_duplicates_nothing(write_co
         stop_agent(agent)
     got = sorted(e["payload"]["unit_id"] for e in events(cfg, "production.work_started"))
     assert got == sorted(sent)  # none lost, none twice
+
+
+# ---------------------------------------------------------------------------------------------------- the endpoint
+HANDLE = "Acme.Fixture.PI7"
+
+
+def consume(rabbit, address, want, timeout=30.0):
+    """Messages from ``address`` until ``want(messages)`` is true (proton Message objects, accepted)."""
+    from proton.utils import BlockingConnection
+
+    conn = BlockingConnection(rabbit.url, allowed_mechs="ANONYMOUS", timeout=20)
+    rcv = conn.create_receiver(address, credit=100)
+    got = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not want(got) and time.monotonic() < deadline:
+            try:
+                m = rcv.receive(timeout=1.0)
+            except Exception:  # noqa: BLE001 - a receive timeout: look again
+                continue
+            rcv.accept()
+            got.append(m)
+    finally:
+        conn.close()
+    return got
+
+
+def envelope_of(m):
+    return cfx.decode(bytes(m.body), None if m.content_encoding in (None, "None") else m.content_encoding)[0]
+
+
+def names(msgs):
+    return [envelope_of(m).message_name for m in msgs]
+
+
+def endpoint_config(write_config, rabbit, listen_port):
+    return write_config(f"""
+[sinks.cfx]
+url = "{rabbit.url}"
+address = "/exchange/cfx"
+handle = "{HANDLE}"
+heartbeat_interval = "1s"
+listen = "127.0.0.1:{listen_port}"
+reconnect_min = "0.2s"
+reconnect_max = "1s"
+""")
+
+
+def test_own_events_are_published_as_cfx_with_the_sdk_properties(write_config, rabbit):
+    from tests.conftest import free_port
+
+    consume(rabbit, "/amq/queue/mes", lambda g: False, timeout=1)  # whatever an earlier test left
+    cfg = endpoint_config(write_config, rabbit, free_port())
+    agent = start_agent(cfg)
+    try:
+        result = {"unit_id": "SN-77", "result": "fail", "start_time": "2026-11-23T10:00:00Z",
+                  "steps": [{"name": "VCC", "status": "fail", "measurements": [
+                      {"name": "VCC", "status": "fail", "value": 3.6, "unit": "V", "low_limit": 3.2,
+                       "high_limit": 3.4, "comp_op": "GELE"}]}], "custom_data": {"test_type": "fct"}}
+        ids = run_cli("publish", "-c", str(cfg), "--type", "test.result", "--payload", json.dumps(result),
+                      check=True).stdout.split()
+        run_cli("publish", "-c", str(cfg), "--type", "asset.fault", "--payload", json.dumps(
+            {"asset_id": "FX-1", "fault_code": "E7", "fault_message": "vacuum low", "timestamp": "2026-11-23T10:00:01Z"}),
+            check=True)
+        got = consume(rabbit, "/amq/queue/mes", lambda g: {"CFX.Production.TestAndInspection.UnitsTested",
+                                                           "CFX.ResourcePerformance.FaultOccurred",
+                                                           "CFX.Heartbeat"} <= set(names(g)))
+    finally:
+        stop_agent(agent)
+    assert names(got)[0] == "CFX.EndpointConnected"
+    tested = next(m for m in got if envelope_of(m).short_name == "UnitsTested")
+    env = envelope_of(tested)
+    assert env.unique_id == ids[0] and tested.id == ids[0]  # message-id = UniqueID = the event id
+    assert tested.subject == f"{HANDLE}.CFX.Production.TestAndInspection.UnitsTested"
+    assert tested.content_encoding == "gzip" and tested.durable and tested.reply_to == HANDLE
+    assert tested.properties == {"cfx-topic": "CFX.Production.TestAndInspection",
+                                 "cfx-message": "CFX.Production.TestAndInspection.UnitsTested",
+                                 "cfx-handle": HANDLE, "cfx-target": None}
+    unit = env.body["TestedUnits"][0]
+    assert unit["UnitIdentifier"] == "SN-77" and unit["OverallResult"] == "Failed"
+    meas = unit["Tests"][0]["Measurements"][0]
+    assert meas["$type"] == "CFX.Structures.NumericMeasurement, CFX" and meas["MeasuredValue"]["Value"] == 3.6
+    assert env.body["TestMethod"] == "FCT"
+    shutdown = consume(rabbit, "/amq/queue/mes", lambda g: "CFX.EndpointShuttingDown" in names(g), timeout=10)
+    assert "CFX.EndpointShuttingDown" in names(shutdown)
+
+
+def test_requests_are_answered_the_way_the_sdk_asks(write_config, rabbit):
+    from proton import Message
+    from proton.reactor import LinkOption
+    from proton.utils import BlockingConnection
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    cfg = endpoint_config(write_config, rabbit, port)
+    agent = start_agent(cfg)
+    me = "Plant.MES.Main"
+    try:
+        def listening():
+            try:
+                BlockingConnection(f"amqp://127.0.0.1:{port}", timeout=2, allowed_mechs="ANONYMOUS").close()
+                return True
+            except Exception:  # noqa: BLE001
+                return False
+
+        assert wait_for(listening, 20)
+        reply_addr = f"{me}-{uuid.uuid4()}"
+
+        class ReplyTarget(LinkOption):
+            def apply(self, link):
+                link.target.address = reply_addr
+
+        conn = BlockingConnection(f"amqp://127.0.0.1:{port}", timeout=10, allowed_mechs="ANONYMOUS")
+        rcv = conn.create_receiver(HANDLE, name="request-receiver", options=ReplyTarget(), credit=10)
+        snd = conn.create_sender(HANDLE, name=reply_addr)
+
+        def ask(name, body):
+            req = cfx.envelope_doc(name, body, source=me, target=HANDLE, when=datetime.now(timezone.utc),
+                                   request_id=f"REQUEST-{uuid.uuid4()}")
+            snd.send(Message(body=cfx.encode(req, compress=True), inferred=True, id="command-request",
+                             reply_to=reply_addr, correlation_id=req["RequestID"], content_encoding="gzip",
+                             content_type=cfx.CONTENT_TYPE, properties={"offset": 1}))
+            reply = rcv.receive(timeout=10)
+            rcv.accept()
+            return req, reply
+
+        req, reply = ask("CFX.AreYouThereRequest", {"CFXHandle": HANDLE})
+        env = envelope_of(reply)
+        assert reply.correlation_id == "command-request"  # the request's message-id, as the SDK answers
+        assert env.message_name == "CFX.AreYouThereResponse" and env.request_id == req["RequestID"]
+        assert env.source == HANDLE and env.target == me and env.body["Result"]["Result"] == "Success"
+        _, reply = ask("CFX.GetEndpointInformationRequest", {"CFXHandle": HANDLE})
+        info = envelope_of(reply).body["EndpointInformation"]
+        assert info["CFXHandle"] == HANDLE and info["RequestTargetAddress"] == HANDLE
+        assert any(t["TopicName"] == "CFX.Production.TestAndInspection" for t in info["SupportedTopics"])
+        _, reply = ask("CFX.InformationSystem.UnitValidation.ValidateUnitsRequest", {"PrimaryUnitIdentifier": "X"})
+        env = envelope_of(reply)
+        assert env.message_name == "CFX.NotSupportedResponse" and env.body["RequestResult"]["Result"] == "Failed"
+        conn.close()
+    finally:
+        stop_agent(agent)

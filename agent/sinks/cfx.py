@@ -1,0 +1,316 @@
+"""The fixture as a CFX endpoint: its own events published as CFX messages, and its request listener.
+
+A durable subscriber (``cfx``) with a window of unsettled messages (``PipelinedHandler``): ``test.result`` →
+UnitsTested, ``asset.state_changed`` → StationStateChanged (SEMI E10 codes), ``asset.fault`` → FaultOccurred or
+FaultCleared (``protocols/cfx_mapping.py``), sent to the broker address (``/exchange/CFXExchange`` …) with the
+SDK's AMQP properties: one Data section (gzip by default), durable, message-id = UniqueID = the event id (a resend
+is the same message to a de-duplicating receiver), subject ``<handle>.<MessageName>``, cfx-* application properties.
+The cursor moves past an event only when the broker's outcome for it was **Accepted**; Rejected is a dead letter
+with the broker's reason, Released/Modified and a lost connection are retried (in order, the window re-read from
+the journal).
+
+Besides: ``EndpointConnected`` whenever the link to the broker opens, ``Heartbeat`` every ``heartbeat_interval``,
+``EndpointShuttingDown`` at a clean stop. With ``listen``, the endpoint also answers requests the way the SDK's
+request processor does (``reference/cfx.md`` §3): AreYouThere, WhoIsThere and GetEndpointInformation, and
+NotSupportedResponse for anything else, on reply links keyed by their attach target address.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import threading
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from .. import __version__
+from ..config import CfxSinkSection
+from ..events.handlers import PipelinedHandler, Receipt
+from ..events.model import Event
+from ..events.policies import CircuitBreaker, PermanentError, RetryPolicy, TransientError
+from ..protocols import cfx
+from ..protocols.amqp_connection import ContainerThread, Reconnecting, connect_options
+from ..protocols.cfx_mapping import PUBLISHED_TYPES, timespan, to_cfx
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(Receipt):
+    __slots__ = ("_done", "_error")
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+
+    def settle(self, error: BaseException | None) -> None:
+        if not self._done.is_set():
+            self._error = error
+            self._done.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.is_set() or self._done.wait(timeout)
+
+    def error(self) -> BaseException | None:
+        return self._error
+
+
+def _handler_base():
+    from proton.handlers import MessagingHandler
+
+    return MessagingHandler
+
+
+class CfxEndpoint(PipelinedHandler):
+    def __init__(self, cfg: CfxSinkSection, *, station: str) -> None:
+        self._name = "cfx"
+        self.cfg = cfg
+        self.station = station
+        self.window = cfg.window
+        self.event_types = tuple(cfg.event_types) or PUBLISHED_TYPES
+        self.retry_policy = RetryPolicy(max_retries=None, initial_delay=1.0, max_delay=float(cfg.reconnect_max))
+        self.circuit_breaker = CircuitBreaker(failure_threshold=1_000_000)
+        self.ready = threading.Event()
+        self.last_error: str | None = None
+        self.published = 0
+        self.requests_answered = 0
+        self.link = _Link(self, connect_options(cfg, "sinks.cfx"))
+        self.container = ContainerThread(self.link, cfg.handle, "sink-cfx")
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.container.start()
+
+    def stop(self) -> None:
+        """EndpointShuttingDown (waited for, briefly), then the connection closes."""
+        if self.ready.is_set():
+            done = Outcome()
+            doc = cfx.envelope_doc("CFX.EndpointShuttingDown", {"CFXHandle": self.cfg.handle},
+                                   source=self.cfg.handle, when=datetime.now(timezone.utc))
+            self.container.call(lambda: self.link.send(doc, done))
+            done.wait(3.0)
+        self.container.stop()
+
+    # ------------------------------------------------------------------------------------------------ delivery
+    def wait_ready(self, timeout: float) -> bool:
+        return self.ready.wait(timeout)
+
+    def stalled(self) -> str | None:
+        if self.ready.is_set():
+            return None
+        return f"CFX broker {self.cfg.url} unreachable ({self.last_error or 'connecting'}); events wait in the journal"
+
+    def submit(self, event: Event) -> Receipt:
+        outcome = Outcome()
+        doc = to_cfx(event, self.cfg.handle)
+        if doc is None:
+            outcome.settle(None)  # nothing this endpoint says for it
+            return outcome
+        self.container.call(lambda: self.link.send(doc, outcome))
+        self.published += 1
+        return outcome
+
+    # ------------------------------------------------------------------------------------------------ describing
+    def endpoint_information(self) -> dict[str, Any]:
+        return {"CFXHandle": self.cfg.handle, "CFXVersion": cfx.CFX_VERSION,
+                "RequestNetworkUri": self.request_uri, "RequestTargetAddress": self.cfg.handle,
+                "UniqueIdentifier": self.cfg.handle, "FriendlyName": f"fixture-agent on {self.station}",
+                "Vendor": "fixture-agent", "ModelNumber": "fixture-agent", "SerialNumber": self.station,
+                "SoftwareVersion": __version__, "FirmwareVersion": None, "OperatingSystem": "DebianLinux",
+                "OperatingSystemPlatform": "Platform64bit" if platform.architecture()[0] == "64bit"
+                else "Platform32bit", "OperatingSystemVersion": platform.release(),
+                "Stages": [{"Stage": {"StageSequence": 1, "StageName": "TEST", "StageType": "Work"}}],
+                "NumberOfLanes": 1, "HermesInformation": None, "OperatingRequirements": None,
+                "SupportedTopics": [
+                    {"TopicName": "CFX", "TopicSupportType": "PublisherConsumer", "SupportedMessages": []},
+                    {"TopicName": "CFX.Production.TestAndInspection", "TopicSupportType": "Publisher",
+                     "SupportedMessages": ["CFX.Production.TestAndInspection.UnitsTested"]},
+                    {"TopicName": "CFX.ResourcePerformance", "TopicSupportType": "Publisher",
+                     "SupportedMessages": ["CFX.ResourcePerformance.StationStateChanged",
+                                           "CFX.ResourcePerformance.FaultOccurred",
+                                           "CFX.ResourcePerformance.FaultCleared"]}],
+                "SupportedPCBDimensions": None, "SleepStates": None}
+
+    @property
+    def request_uri(self) -> str | None:
+        if not self.cfg.listen:
+            return None
+        host, _, port = self.cfg.listen.rpartition(":")
+        return f"amqp://{platform.node() if host in ('0.0.0.0', '') else host}:{port}/"
+
+    def answer(self, request: cfx.Envelope) -> dict[str, Any]:
+        """The response envelope for a request (``reference/cfx.md`` §3-4)."""
+        ok = {"Result": "Success", "ResultCode": 0, "Message": None}
+        h = self.cfg.handle
+        if request.message_name in ("CFX.AreYouThereRequest", "CFX.WhoIsThereRequest"):
+            name = request.message_name.replace("Request", "Response")
+            body = {"Result": ok, "CFXHandle": h, "RequestNetworkUri": self.request_uri, "RequestTargetAddress": h}
+        elif request.message_name == "CFX.GetEndpointInformationRequest":
+            name, body = "CFX.GetEndpointInformationResponse", {"Result": ok,
+                                                                 "EndpointInformation": self.endpoint_information()}
+        else:
+            name, body = "CFX.NotSupportedResponse", {"RequestResult": {
+                "Result": "Failed", "ResultCode": 0, "Message": f"Not supported: {request.message_name}"}}
+        self.requests_answered += 1
+        return cfx.envelope_doc(name, body, source=h, when=datetime.now(timezone.utc), target=request.source,
+                                request_id=request.request_id)
+
+
+class _Link(Reconnecting, _handler_base()):  # type: ignore[misc]
+    """The container-thread side: the sender to the broker, the heartbeat, and the request listener."""
+
+    def __init__(self, endpoint: CfxEndpoint, options: dict[str, Any]) -> None:
+        super().__init__(prefetch=10, auto_accept=False, auto_settle=True)
+        self.endpoint = endpoint
+        self.options = options
+        self.reconnect_min = float(endpoint.cfg.reconnect_min)
+        self.reconnect_max = float(endpoint.cfg.reconnect_max)
+        self.sender: Any = None
+        self.broker: Any = None  # our connection to the broker (inbound request connections are others)
+        self.outcomes: dict[str, Outcome] = {}
+        self.reply_links: dict[str, Any] = {}
+        self.heartbeat_started = False
+        self.listening = False
+
+    # ---------------------------------------------------------------------------------------------- broker
+    def open_links(self, container: Any) -> None:
+        self.broker = container.connect(**self.options)
+        self.sender = container.create_sender(self.broker, self.endpoint.cfg.address)
+        if self.endpoint.cfg.listen and not self.listening:
+            self.listening = True
+            container.listen(self.endpoint.cfg.listen)
+        if not self.heartbeat_started:
+            self.heartbeat_started = True
+            container.schedule(float(self.endpoint.cfg.heartbeat_interval), _Heartbeat(self))
+
+    def on_link_opened(self, event: Any) -> None:
+        if self.sender is not None and event.link.name == self.sender.name and event.link.is_sender \
+                and event.connection == self.broker:
+            self.connected_again()
+            self.endpoint.last_error = None
+            log.info("sinks.cfx: publishing to %s %s as %s", self.endpoint.cfg.url, self.endpoint.cfg.address,
+                     self.endpoint.cfg.handle)
+            self.send(cfx.envelope_doc("CFX.EndpointConnected", {
+                "CFXHandle": self.endpoint.cfg.handle, "RequestNetworkUri": self.endpoint.request_uri,
+                "RequestTargetAddress": self.endpoint.cfg.handle}, source=self.endpoint.cfg.handle,
+                when=datetime.now(timezone.utc)), None)
+            self.endpoint.ready.set()
+
+    def send(self, doc: dict[str, Any], outcome: Outcome | None) -> None:
+        from proton import Message
+
+        sender = self.sender
+        if sender is None or not self.endpoint.ready.is_set() and doc["MessageName"] != "CFX.EndpointConnected":
+            if outcome is not None:
+                outcome.settle(TransientError("not connected to the CFX broker"))
+            return
+        compress = self.endpoint.cfg.compress
+        props = cfx.amqp_properties(doc, compressed=compress)
+        msg = Message(body=cfx.encode(doc, compress=compress), inferred=True, durable=True, id=props["id"],
+                      subject=props["subject"], reply_to=props["reply_to"], content_type=props["content_type"],
+                      content_encoding=props["content_encoding"], correlation_id=props["correlation_id"],
+                      properties=props["properties"])
+        if doc.get("Target"):
+            msg.address = doc["Target"]
+        delivery = sender.send(msg)
+        if outcome is not None:
+            self.outcomes[delivery.tag] = outcome
+
+    def _settled(self, event: Any, error: BaseException | None) -> None:
+        outcome = self.outcomes.pop(event.delivery.tag, None)
+        if outcome is not None:
+            outcome.settle(error)
+
+    def on_accepted(self, event: Any) -> None:
+        self._settled(event, None)
+
+    def on_rejected(self, event: Any) -> None:
+        cond = event.delivery.remote.condition
+        self._settled(event, PermanentError(f"CFX broker rejected it: {cond.name if cond else ''} "
+                                            f"{cond.description if cond else ''}".strip()))
+
+    def on_released(self, event: Any) -> None:
+        self._settled(event, TransientError("CFX broker released it (not delivered)"))
+
+    def on_modified(self, event: Any) -> None:
+        self._settled(event, TransientError("CFX broker modified it (not delivered)"))
+
+    def on_transport_error(self, event: Any) -> None:
+        cond = event.transport.condition
+        if event.connection == self.broker or event.connection is None:
+            self.endpoint.last_error = f"{cond.name}: {cond.description}" if cond else "connection failed"
+
+    def on_link_error(self, event: Any) -> None:
+        cond = event.link.remote_condition
+        if event.connection == self.broker:
+            self.endpoint.last_error = f"link refused: {cond.name}: {cond.description}" if cond else "link refused"
+            log.error("sinks.cfx: %s (does %s exist on the broker?)", self.endpoint.last_error,
+                      self.endpoint.cfg.address)
+
+    def lost(self, event: Any) -> None:
+        if event.connection is not None and self.broker is not None and event.connection != self.broker:
+            return  # a requester went away
+        self.endpoint.ready.clear()
+        self.sender = None
+        lost, self.outcomes = self.outcomes, {}
+        for outcome in lost.values():  # the broker never said: sent again from the journal, same UniqueID
+            outcome.settle(TransientError("connection to the CFX broker lost before its outcome"))
+
+    def on_transport_closed(self, event: Any) -> None:
+        if event.connection is not None and self.broker is not None and event.connection != self.broker:
+            self.reply_links = {k: v for k, v in self.reply_links.items() if v.connection != event.connection}
+            return  # an inbound request connection: nothing to reopen
+        super().on_transport_closed(event)
+
+    # ---------------------------------------------------------------------------------------------- requests
+    def on_link_opening(self, event: Any) -> None:
+        """Links a requester attaches to us (the SDK's pattern): a reply link is kept under its target address."""
+        link = event.link
+        if event.connection == self.broker:
+            return
+        if link.is_sender:
+            link.source.address = link.remote_source.address
+            link.target.address = link.remote_target.address
+            self.reply_links[link.remote_target.address] = link
+        else:
+            link.target.address = link.remote_target.address
+
+    def on_message(self, event: Any) -> None:
+        from proton import Condition, Message
+
+        if event.connection == self.broker:
+            return
+        m = event.message
+        reply = self.reply_links.get(m.reply_to or "")
+        if reply is None:
+            event.delivery.local.condition = Condition("amqp:not-found", f"no reply link for {m.reply_to!r}")
+            self.reject(event.delivery)
+            return
+        body = bytes(m.body) if isinstance(m.body, (bytes, bytearray, memoryview)) else str(m.body).encode()
+        encoding = None if m.content_encoding in (None, "None") else m.content_encoding
+        try:
+            (request,) = cfx.decode(body, encoding)[:1]
+        except (cfx.CfxError, ValueError) as e:
+            event.delivery.local.condition = Condition("amqp:decode-error", str(e)[:500])
+            self.reject(event.delivery)
+            return
+        self.accept(event.delivery)
+        doc = self.endpoint.answer(request)
+        reply.send(Message(body=cfx.encode(doc), inferred=True, correlation_id=m.id, address=m.reply_to,
+                           content_type=cfx.CONTENT_TYPE, subject=f"{self.endpoint.cfg.handle}.{doc['MessageName']}"))
+
+
+class _Heartbeat:
+    def __init__(self, link: _Link) -> None:
+        self.link = link
+
+    def on_timer_task(self, event: Any) -> None:
+        ep = self.link.endpoint
+        if ep.ready.is_set():
+            interval = float(ep.cfg.heartbeat_interval)
+            self.link.send(cfx.envelope_doc("CFX.Heartbeat", {
+                "CFXHandle": ep.cfg.handle, "HeartbeatFrequency": timespan(interval), "ActiveFaults": None,
+                "ActiveRecipes": None}, source=ep.cfg.handle, when=datetime.now(timezone.utc),
+                unique_id=str(uuid.uuid4())), None)
+        if not self.link.stopping:
+            event.container.schedule(float(ep.cfg.heartbeat_interval), self)
