@@ -413,8 +413,14 @@ def to_events(env: Envelope, source: str) -> list[Event]:
 
 
 # ------------------------------------------------------------------------------------------------ out
-def _measurement_out(m: dict[str, Any], seq: int, when: str | None) -> dict[str, Any]:
-    base = {"UniqueIdentifier": str(uuid.uuid4()), "MeasurementName": m.get("name"), "TimeRecorded": when,
+def _derived_id(event_id: str, k: int) -> str:
+    """A GUID for the k-th part of an event (a test, a measurement): the same on every resend, and cheap (a
+    uuid5 per measurement was most of the mapping's cost)."""
+    return f"{event_id[:24]}{(int(event_id[24:], 16) ^ (k * 0x9E3779B1)) & 0xFFFFFFFFFFFF:012x}"
+
+
+def _measurement_out(m: dict[str, Any], seq: int, when: str | None, uid: str) -> dict[str, Any]:
+    base = {"UniqueIdentifier": uid, "MeasurementName": m.get("name"), "TimeRecorded": when,
             "Sequence": seq, "Result": CFX_RESULT[TestResult(m["status"])], "CRDs": None}
     value = m.get("value")
     if isinstance(value, bool):
@@ -448,17 +454,23 @@ def to_cfx(event: Event, handle: str) -> dict[str, Any] | None:
     when = event.metadata.timestamp
     if t == EventType.TEST_RESULT.value:
         tests = []
+        k = 0
         for i, s in enumerate(p.get("steps") or []):
+            k += 1
+            test_id = _derived_id(event.id, k)
+            ms = []
+            for j, m in enumerate(s.get("measurements") or []):
+                k += 1
+                ms.append(_measurement_out(m, j + 1, _iso(s.get("end_time")), _derived_id(event.id, k)))
             tests.append({
-                "UniqueIdentifier": str(uuid.uuid5(uuid.UUID(event.id), str(i))), "TestName": s.get("name"),
+                "UniqueIdentifier": test_id, "TestName": s.get("name"),
                 "TestStartTime": _iso(s.get("start_time")), "TestEndTime": _iso(s.get("end_time")),
                 "TestConditions": [], "TestProcedure": None, "Comments": None,
                 "Result": CFX_RESULT[TestResult(s["status"])], "Error": s.get("message"),
                 "SymptomsFound": [], "DefectsFound": [],
-                "Measurements": [_measurement_out(m, j + 1, _iso(s.get("end_time")))
-                                 for j, m in enumerate(s.get("measurements") or [])]})
+                "Measurements": ms})
         cd = p.get("custom_data") or {}
-        body = {"TransactionId": str(uuid.uuid5(uuid.UUID(event.id), "transaction")),
+        body = {"TransactionId": _derived_id(event.id, 0xFFFFF),
                 "TestMethod": _test_method(cd.get("test_type")),
                 "Tester": {"OperatorIdentifier": p.get("operator_id") or handle, "ActorType":
                            "Human" if p.get("operator_id") else "RemoteSystem", "LastName": None, "FirstName": None,

@@ -74,6 +74,8 @@ class CfxEndpoint(PipelinedHandler):
         self.last_error: str | None = None
         self.published = 0
         self.requests_answered = 0
+        self._outbox: list[tuple[dict[str, Any], Outcome]] = []
+        self._outbox_lock = threading.Lock()
         self.link = _Link(self, connect_options(cfg, "sinks.cfx"))
         self.container = ContainerThread(self.link, cfg.handle, "sink-cfx")
 
@@ -106,9 +108,20 @@ class CfxEndpoint(PipelinedHandler):
         if doc is None:
             outcome.settle(None)  # nothing this endpoint says for it
             return outcome
-        self.container.call(lambda: self.link.send(doc, outcome))
+        with self._outbox_lock:
+            wake = not self._outbox
+            self._outbox.append((doc, outcome))
+        if wake:  # one wake-up of the container thread per burst, not per message
+            self.container.call(self._drain)
         self.published += 1
         return outcome
+
+    def _drain(self) -> None:
+        """(container thread) Send everything handed over since the last wake-up."""
+        with self._outbox_lock:
+            batch, self._outbox = self._outbox, []
+        for doc, outcome in batch:
+            self.link.send(doc, outcome)
 
     # ------------------------------------------------------------------------------------------------ describing
     def endpoint_information(self) -> dict[str, Any]:
