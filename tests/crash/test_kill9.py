@@ -38,7 +38,7 @@ def test_kill9_during_publish_stdin_loses_no_printed_id(write_config, tmp_path):
     line = json.dumps({"type": "test.result", "payload": {"unit_id": "SN", "result": "pass",
                                                           "start_time": "2026-01-01T00:00:00Z"}}) + "\n"
     kills_mid_stream = 0
-    for _ in range(ROUNDS):
+    for round_no in range(ROUNDS):
         proc = subprocess.Popen(cli_cmd("publish", "-c", str(cfg), "--stdin"), cwd=ROOT, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         printed: list[str] = []
@@ -59,7 +59,13 @@ def test_kill9_during_publish_stdin_loses_no_printed_id(write_config, tmp_path):
 
         tf, tr = threading.Thread(target=feed, daemon=True), threading.Thread(target=read, daemon=True)
         tf.start(), tr.start()
-        time.sleep(0.15 + rng.random() * 0.6)  # startup included: some kills land before the first commit
+        if round_no % 2:
+            time.sleep(0.15 + rng.random() * 0.6)  # startup included: some kills land before the first commit
+        else:  # the others surely mid-stream, however slow the machine is at starting a process today
+            deadline = time.monotonic() + 10
+            while not printed and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(rng.random() * 0.1)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         tr.join(5)
