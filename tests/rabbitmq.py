@@ -54,8 +54,10 @@ def rabbitmq_available() -> bool:
 
 
 class RabbitMQ:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, certs: dict[str, Path] | None = None) -> None:
         self.dir = Path(workdir)
+        self.certs = certs  # with test certificates: also a TLS listener (amqps) on tls_port
+        self.tls_port = free_port()
         self.port = free_port()
         self.dist_port = free_port()
         self.epmd_port = free_port()
@@ -65,6 +67,10 @@ class RabbitMQ:
     @property
     def url(self) -> str:
         return f"amqp://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        return f"amqps://localhost:{self.tls_port}"
 
     def _env(self) -> dict[str, str]:
         d = self.dir
@@ -86,7 +92,13 @@ class RabbitMQ:
             f"load_definitions = {d / 'definitions.json'}\n"
             "loopback_users = none\n"
             "log.console = false\n"
-            f"log.file = {d / 'log' / 'rabbit.log'}\n")
+            f"log.file = {d / 'log' / 'rabbit.log'}\n"
+            + (f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+               f"ssl_options.cacertfile = {self.certs['ca.crt']}\n"
+               f"ssl_options.certfile = {self.certs['server.crt']}\n"
+               f"ssl_options.keyfile = {self.certs['server.key']}\n"
+               "ssl_options.verify = verify_none\n"
+               "ssl_options.fail_if_no_peer_cert = false\n" if self.certs else ""))
         self.proc = subprocess.Popen([SERVER], env=self._env(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.wait_ready(timeout)

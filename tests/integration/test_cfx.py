@@ -15,13 +15,16 @@ import pytest
 from agent.protocols import cfx
 from agent.protocols.cfx_samples import SAMPLES
 from tests.conftest import ROOT, cli_cmd, run_cli, wait_for
+from tests.mosquitto import make_certs
 from tests.rabbitmq import RabbitMQ
 from tests.wats_standin import WatsStandIn
 
 
 @pytest.fixture(scope="module")
 def rabbit(tmp_path_factory):
-    r = RabbitMQ(tmp_path_factory.mktemp("rabbitmq")).start()
+    certs = make_certs(tmp_path_factory.mktemp("certs"))
+    r = RabbitMQ(tmp_path_factory.mktemp("rabbitmq"), certs=certs).start()
+    r.certs = certs
     yield r
     r.stop()
 
@@ -325,3 +328,78 @@ def test_requests_are_answered_the_way_the_sdk_asks(write_config, rabbit):
         conn.close()
     finally:
         stop_agent(agent)
+
+
+def test_tls_and_sasl_plain_from_config_and_wrong_password_reported_without_it(write_config, rabbit, tmp_path):
+    pw = tmp_path / "cfx.password"
+    pw.write_text("wrong-Pa55\n")
+    pw.chmod(0o600)
+    address = queue_address()
+    cfg = write_config(f"""
+[sources.cfx]
+url = "{rabbit.tls_url}"
+ca_file = "{rabbit.certs['ca.crt']}"
+username = "fixture"
+password_file = "{pw}"
+address = "{address}"
+reconnect_min = "0.2s"
+reconnect_max = "1s"
+""")
+    agent = start_agent(cfg)
+    try:
+        assert wait_for(lambda: "unauthorized" in (source_status(cfg).get("last_error") or "").lower()
+                        or "auth" in (source_status(cfg).get("last_error") or "").lower(), 20), source_status(cfg)
+        assert not source_status(cfg).get("online")
+    finally:
+        err = stop_agent(agent)
+    assert "wrong-Pa55" not in err and "wrong-Pa55" not in json.dumps(source_status(cfg))
+    pw.write_text("fx-Pa55\n")  # the right one: over TLS (verified against the test CA), SASL PLAIN
+    agent = start_agent(cfg)
+    try:
+        assert wait_for(lambda: source_status(cfg).get("online"), 20), source_status(cfg)
+        conn, snd = sender(rabbit, "/amq/queue/" + address.rsplit("/", 1)[1])
+        send(snd, SAMPLES["fct-units-tested"][1], compress=True)
+        conn.close()
+        assert wait_for(lambda: len(events(cfg, "test.result")) == 2, 20)
+    finally:
+        err = stop_agent(agent)
+    assert "fx-Pa55" not in err
+
+
+def test_tls_verification_is_on_by_default(write_config, rabbit):
+    cfg = write_config(f"""
+[sources.cfx]
+url = "{rabbit.tls_url}"
+address = "{queue_address()}"
+reconnect_min = "0.2s"
+reconnect_max = "1s"
+""")  # no ca_file: the system's CAs do not know the test CA
+    agent = start_agent(cfg)
+    try:
+        assert wait_for(lambda: "certificate" in (source_status(cfg).get("last_error") or "").lower(), 20), \
+            source_status(cfg)
+        assert not source_status(cfg).get("online")
+    finally:
+        stop_agent(agent)
+
+
+def test_endpoint_across_a_broker_restart_every_result_arrives(write_config, rabbit):
+    from tests.conftest import free_port
+
+    consume(rabbit, "/amq/queue/mes", lambda g: False, timeout=1)  # whatever an earlier test left
+    cfg = endpoint_config(write_config, rabbit, free_port())
+    agent = start_agent(cfg)
+    line = json.dumps({"type": "test.result", "payload": {"unit_id": "SN", "result": "pass",
+                                                          "start_time": "2026-11-23T10:00:00Z"}}) + "\n"
+    try:
+        ids = run_cli("publish", "-c", str(cfg), "--stdin", input=line * 60, check=True).stdout.split()
+        time.sleep(0.3)  # some on their way
+        rabbit.stop()
+        ids += run_cli("publish", "-c", str(cfg), "--stdin", input=line * 60, check=True).stdout.split()
+        time.sleep(1.0)  # the endpoint retries meanwhile; the journal holds them
+        rabbit.start()
+        got = consume(rabbit, "/amq/queue/mes", lambda g: set(ids) <= {envelope_of(m).unique_id for m in g}, 60)
+    finally:
+        stop_agent(agent)
+    received = [envelope_of(m).unique_id for m in got]
+    assert set(ids) <= set(received), f"{len(set(ids) - set(received))} of {len(ids)} missing"
