@@ -438,8 +438,8 @@ class CfxSourceSection(AmqpConnectionSection, kw_only=True):
     name: str = "cfx"
     address: str = "/queue/CFXQueue"  # RabbitMQ v1 addresses: /queue/Q, /amq/queue/Q, /exchange/X/key, /topic/key
     handle: str | None = None  # our own CFX handle (the AMQP container id); default: FixtureAgent.<station>
-    credit: int = 100  # messages the broker may send ahead of our acceptance
-    dedup_window: int = 10000  # UniqueIDs remembered: an SDK's spool may resend after a reconnect
+    credit: int = 100  # messages held unaccepted at most (the broker sends more only as we accept)
+    dedup_window: int = 1000  # UniqueIDs remembered (8-byte digests): an SDK's spool may resend after a reconnect
     max_message_bytes: int | str = "4MB"
 
     def __post_init__(self) -> None:

@@ -76,17 +76,12 @@ class ContainerThread:
         self._thread.start()
 
     def _run(self) -> None:
-        import time
-
-        while True:
-            try:
-                self.container.run()
-                return  # stopped
-            except Exception:  # noqa: BLE001 - a bug in one handler call must not end the link for good
-                log.exception("%s: error in an AMQP event handler; going on", self.name)
-                if getattr(self.handler, "stopping", False):
-                    return
-                time.sleep(0.5)
+        # Handlers guard their own event methods (``guarded``): an exception escaping to here is proton's own, and
+        # running the container again would replay the failed event and call on_start (a second connection).
+        try:
+            self.container.run()
+        except Exception:  # noqa: BLE001 - the thread must say why it ended
+            log.exception("%s: the AMQP container stopped", self.name)
 
     def call(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the container's thread, soon."""
@@ -94,9 +89,11 @@ class ContainerThread:
 
         self.injector.trigger(ApplicationEvent("agent_call", subject=fn))
 
-    @staticmethod
-    def _on_agent_call(event: Any) -> None:
-        event.subject()
+    def _on_agent_call(self, event: Any) -> None:
+        try:
+            event.subject()
+        except Exception:  # noqa: BLE001 - a failed hand-over must not take the container down
+            log.exception("%s: a call on the AMQP thread failed", self.name)
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._thread is None:
@@ -116,9 +113,32 @@ class ContainerThread:
         return self._thread is not None and self._thread.is_alive()
 
 
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """An event method that logs its own exception instead of letting it out of the container: proton keeps a
+    failed event at the head of its queue, so one exception would otherwise end (or, run again, jam) the link."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, event: Any) -> Any:
+        try:
+            return fn(self, event)
+        except Exception:  # noqa: BLE001 - logged, counted by the caller's state; the next event goes on
+            log.exception("AMQP handler %s.%s failed", type(self).__name__, fn.__name__)
+            return None
+
+    return wrapper
+
+
 class Reconnecting:
     """Mixed into a proton handler: ``open_links(container)`` is called at start and again, after a backoff delay,
-    whenever the connection ends (refused, dropped, closed by the broker) and the agent is not stopping."""
+    whenever the connection ends (refused, dropped, closed by the broker) and the agent is not stopping. Every
+    ``on_*`` method of a subclass is ``guarded``."""
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        for name, fn in list(vars(cls).items()):
+            if name.startswith("on_") and callable(fn):
+                setattr(cls, name, guarded(fn))
 
     stopping = False
     reconnect_min = 1.0
@@ -128,6 +148,7 @@ class Reconnecting:
     def open_links(self, container: Any) -> None:
         raise NotImplementedError
 
+    @guarded
     def on_start(self, event: Any) -> None:
         self.open_links(event.container)
 
@@ -137,6 +158,7 @@ class Reconnecting:
     def on_disconnected(self, event: Any) -> None:
         """(proton calls this only when the connection was still open locally: on_transport_closed covers all)"""
 
+    @guarded
     def on_transport_closed(self, event: Any) -> None:
         # Every end of a connection lands here, also a broker's clean close (after which proton's own handlers
         # have closed the connection locally, and on_disconnected never comes).
@@ -155,6 +177,7 @@ class _Reopen:
     def __init__(self, handler: Reconnecting) -> None:
         self.handler = handler
 
+    @guarded
     def on_timer_task(self, event: Any) -> None:
         if not self.handler.stopping:
             self.handler.open_links(event.container)

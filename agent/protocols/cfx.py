@@ -265,6 +265,7 @@ def amqp_properties(doc: dict[str, Any], *, compressed: bool) -> dict[str, Any]:
         "correlation_id": doc.get("RequestID"), "content_type": CONTENT_TYPE,
         "content_encoding": "gzip" if compressed else None,
         "subject": f"{doc.get('Source')}.{name}", "durable": True,
+        "creation_time": datetime.fromisoformat(doc["TimeStamp"]).timestamp(),
         "properties": {"cfx-topic": name.rsplit(".", 1)[0], "cfx-message": name, "cfx-handle": doc.get("Source"),
                        "cfx-target": doc.get("Target")},
     }

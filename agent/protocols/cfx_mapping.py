@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from ..events.model import Event, EventType
@@ -444,7 +444,10 @@ def _iso(v: Any) -> str | None:
 
     if v is None:
         return None
-    return format_time(datetime.fromisoformat(str(v).replace("Z", "+00:00")))
+    when = v if isinstance(v, datetime) else datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)  # as the reader takes them
+    return format_time(when)
 
 
 def to_cfx(event: Event, handle: str) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ from ..events.handlers import PipelinedHandler, Receipt
 from ..events.model import Event
 from ..events.policies import CircuitBreaker, PermanentError, RetryPolicy, TransientError
 from ..protocols import cfx
-from ..protocols.amqp_connection import ContainerThread, Reconnecting, connect_options
+from ..protocols.amqp_connection import ContainerThread, Reconnecting, connect_options, guarded
 from ..protocols.cfx_mapping import PUBLISHED_TYPES, timespan, to_cfx
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,10 @@ class CfxEndpoint(PipelinedHandler):
 
     def submit(self, event: Event) -> Receipt:
         outcome = Outcome()
-        doc = to_cfx(event, self.cfg.handle)
+        try:
+            doc = to_cfx(event, self.cfg.handle)
+        except Exception as e:  # noqa: BLE001 - an event this endpoint cannot say in CFX: no resend changes that
+            raise PermanentError(f"cannot map {event.event_type} to CFX: {type(e).__name__}: {e}") from None
         if doc is None:
             outcome.settle(None)  # nothing this endpoint says for it
             return outcome
@@ -143,6 +146,12 @@ class CfxEndpoint(PipelinedHandler):
                                            "CFX.ResourcePerformance.FaultOccurred",
                                            "CFX.ResourcePerformance.FaultCleared"]}],
                 "SupportedPCBDimensions": None, "SleepStates": None}
+
+    def heartbeat_doc(self) -> dict[str, Any]:
+        return cfx.envelope_doc("CFX.Heartbeat", {
+            "CFXHandle": self.cfg.handle, "HeartbeatFrequency": timespan(float(self.cfg.heartbeat_interval)),
+            "ActiveFaults": None, "ActiveRecipes": None}, source=self.cfg.handle, when=datetime.now(timezone.utc),
+            unique_id=str(uuid.uuid4()))
 
     @property
     def request_uri(self) -> str | None:
@@ -208,6 +217,7 @@ class _Link(Reconnecting, _handler_base()):  # type: ignore[misc]
                 "RequestTargetAddress": self.endpoint.cfg.handle}, source=self.endpoint.cfg.handle,
                 when=datetime.now(timezone.utc)), None)
             self.endpoint.ready.set()
+            self.send(self.endpoint.heartbeat_doc(), None)  # as the SDK does when a publish channel opens
 
     def send(self, doc: dict[str, Any], outcome: Outcome | None) -> None:
         from proton import Message
@@ -222,7 +232,7 @@ class _Link(Reconnecting, _handler_base()):  # type: ignore[misc]
         msg = Message(body=cfx.encode(doc, compress=compress), inferred=True, durable=True, id=props["id"],
                       subject=props["subject"], reply_to=props["reply_to"], content_type=props["content_type"],
                       content_encoding=props["content_encoding"], correlation_id=props["correlation_id"],
-                      properties=props["properties"])
+                      properties=props["properties"], creation_time=props["creation_time"])
         if doc.get("Target"):
             msg.address = doc["Target"]
         delivery = sender.send(msg)
@@ -230,6 +240,8 @@ class _Link(Reconnecting, _handler_base()):  # type: ignore[misc]
             self.outcomes[delivery.tag] = outcome
 
     def _settled(self, event: Any, error: BaseException | None) -> None:
+        if event.connection != self.broker or self.sender is None or event.link.name != self.sender.name:
+            return  # a requester settling a reply: not ours to count
         outcome = self.outcomes.pop(event.delivery.tag, None)
         if outcome is not None:
             outcome.settle(error)
@@ -259,6 +271,17 @@ class _Link(Reconnecting, _handler_base()):  # type: ignore[misc]
             self.endpoint.last_error = f"link refused: {cond.name}: {cond.description}" if cond else "link refused"
             log.error("sinks.cfx: %s (does %s exist on the broker?)", self.endpoint.last_error,
                       self.endpoint.cfg.address)
+            self.endpoint.ready.clear()
+            event.connection.close()  # a detached sender on a live connection never comes back: start over
+
+    def on_link_closing(self, event: Any) -> None:
+        if event.connection == self.broker:
+            if not self.stopping:  # detached without an error (a deleted exchange on some brokers)
+                self.endpoint.last_error = "the broker detached the link"
+                self.endpoint.ready.clear()
+                event.connection.close()
+        else:  # a requester closed a reply link: forget it
+            self.reply_links = {k: v for k, v in self.reply_links.items() if v.name != event.link.name}
 
     def lost(self, event: Any) -> None:
         if event.connection is not None and self.broker is not None and event.connection != self.broker:
@@ -317,13 +340,10 @@ class _Heartbeat:
     def __init__(self, link: _Link) -> None:
         self.link = link
 
+    @guarded
     def on_timer_task(self, event: Any) -> None:
         ep = self.link.endpoint
-        if ep.ready.is_set():
-            interval = float(ep.cfg.heartbeat_interval)
-            self.link.send(cfx.envelope_doc("CFX.Heartbeat", {
-                "CFXHandle": ep.cfg.handle, "HeartbeatFrequency": timespan(interval), "ActiveFaults": None,
-                "ActiveRecipes": None}, source=ep.cfg.handle, when=datetime.now(timezone.utc),
-                unique_id=str(uuid.uuid4())), None)
         if not self.link.stopping:
             event.container.schedule(float(ep.cfg.heartbeat_interval), self)
+        if ep.ready.is_set():
+            self.link.send(ep.heartbeat_doc(), None)

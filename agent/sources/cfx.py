@@ -16,6 +16,7 @@ messages (Heartbeat, EndpointConnected …) and types this agent does not map ar
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -29,7 +30,7 @@ from ..events.model import Event
 from ..events.recent import RecentKeys
 from ..events.transports import BaseTransport, TransportState
 from ..protocols import cfx
-from ..protocols.amqp_connection import ContainerThread, Reconnecting, connect_options
+from ..protocols.amqp_connection import ContainerThread, Reconnecting, connect_options, guarded
 from ..protocols.cfx_mapping import MAPPERS, to_events
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,11 @@ def _handler_base():
     from proton.handlers import MessagingHandler
 
     return MessagingHandler
+
+
+def _key(unique_id: str) -> str:
+    """What is remembered of a UniqueID: 8 bytes of its hash (the memory is rewritten with every batch)."""
+    return hashlib.blake2b(unique_id.encode(), digest_size=8).hexdigest()
 
 
 class _Pending:
@@ -103,14 +109,15 @@ class CfxSource(BaseTransport):
         events: list[Event] = []
         ids: list[str] = []
         for env in cfx.decode(bytes(body), encoding):
-            if env.unique_id in self.recent or env.unique_id in ids or env.unique_id in pending_ids:
+            key = _key(env.unique_id)
+            if key in self.recent or key in ids or key in pending_ids:
                 self.counts["duplicates"] += 1
                 continue
             mapped = to_events(env, self.name)
             if not mapped and env.message_name not in MAPPERS:
                 self.not_mapped[env.message_name] += 1
             events += mapped
-            ids.append(env.unique_id)
+            ids.append(key)
         return events, ids
 
     def bad_input(self, message: Any, reason: str) -> None:
@@ -123,8 +130,8 @@ class CfxSource(BaseTransport):
         raw = bytes(body) if isinstance(body, (bytes, bytearray, memoryview)) else str(body).encode()
         try:
             self._bus.dead_letters.add_bad_input(f"{self.name} {self.cfg.address} {subject}", raw[:1_000_000], reason)
-        except JournalFull:
-            log.error("source %s: journal full; bad message not kept", self.name)
+        except Exception as e:  # noqa: BLE001 - journal full or busy: counted and logged, the message is rejected
+            log.error("source %s: bad message not kept (%s)", self.name, e)
 
     def journal(self, pending: list[_Pending]) -> None:
         """One transaction for what arrived together; raises if the journal refuses (nothing accepted then)."""
@@ -163,19 +170,23 @@ class _StatusTimer:
         self.source = source
         self.seen: dict[str, int] = {}
 
+    @guarded
     def on_timer_task(self, event: Any) -> None:
+        event.container.schedule(STATUS_EVERY, self)
         counts = dict(self.source.counts)
         if counts != self.seen:
             self.seen = counts
             self.source.record_status(force=True)
-        event.container.schedule(STATUS_EVERY, self)
 
 
 class _Receiver(Reconnecting, _handler_base()):  # type: ignore[misc]
     """The container-thread side: receive, batch what arrives together, journal, then settle."""
 
     def __init__(self, source: CfxSource, options: dict[str, Any]) -> None:
-        super().__init__(prefetch=source.cfg.credit, auto_accept=False)
+        # credit by hand: proton's flow controller would top it up on every delivery, accepted or not, and a
+        # journal that refuses writes would then pull the whole queue into memory
+        super().__init__(prefetch=0, auto_accept=False)
+        self.receiver: Any = None
         self.source = source
         self.options = options
         self.reconnect_min, self.reconnect_max = float(source.cfg.reconnect_min), float(source.cfg.reconnect_max)
@@ -189,12 +200,16 @@ class _Receiver(Reconnecting, _handler_base()):  # type: ignore[misc]
         from proton import Terminus
         from proton.reactor import LinkOption
 
+        limit = self.source.cfg.max_message_bytes
+
         class Durable(LinkOption):  # the SDK's receiver: source durability "configuration" (matches durable queues)
             def apply(self, link: Any) -> None:
                 link.source.durability = Terminus.CONFIGURATION
+                link.max_message_size = limit  # a larger message is refused by the link, not buffered whole
 
         conn = container.connect(**self.options)
-        container.create_receiver(conn, self.source.cfg.address, options=Durable())
+        self.receiver = container.create_receiver(conn, self.source.cfg.address, options=Durable())
+        self.receiver.flow(self.source.cfg.credit)
         if self.status_timer is None:
             self.status_timer = _StatusTimer(self.source)
             container.schedule(STATUS_EVERY, self.status_timer)
@@ -215,12 +230,19 @@ class _Receiver(Reconnecting, _handler_base()):  # type: ignore[misc]
     def on_link_error(self, event: Any) -> None:
         cond = event.link.remote_condition
         self._trouble(f"link refused: {cond.name}: {cond.description}" if cond else "link refused")
+        event.connection.close()  # a detached link on a live connection would never come back: start over
+
+    def on_link_closing(self, event: Any) -> None:
+        if not self.stopping:  # the broker detached us without an error (a deleted queue on some brokers)
+            self._trouble("the broker detached the link")
+            event.connection.close()
 
     def lost(self, event: Any) -> None:
         # Deliveries on a dropped connection cannot be settled: the broker sends them again, and those already
         # journaled are recognised by UniqueID.
         self.pending.clear()
         self.pending_ids.clear()
+        self.receiver = None
         if not self.stopping:
             self._trouble(self.source._last_error or "disconnected")
 
@@ -240,11 +262,13 @@ class _Receiver(Reconnecting, _handler_base()):  # type: ignore[misc]
         except cfx.CfxError as e:
             src.bad_input(event.message, str(e))
             self._settle_rejected(event.delivery, str(e))
+            event.receiver.flow(1)
             return
         except Exception as e:  # noqa: BLE001 - a bug of ours for one message must not stop the rest
             log.exception("source %s: message failed", src.name)
             src.bad_input(event.message, f"internal error: {type(e).__name__}: {e}")
             self._settle_rejected(event.delivery, "internal error")
+            event.receiver.flow(1)
             return
         self.pending.append(_Pending(event.delivery, events, ids))
         self.pending_ids.update(ids)
@@ -277,6 +301,8 @@ class _Receiver(Reconnecting, _handler_base()):  # type: ignore[misc]
         self.failures = 0
         for p in self.pending:
             self.accept(p.delivery)
+        if self.receiver is not None:
+            self.receiver.flow(len(self.pending))  # as many more as were settled: never more than credit held
         self.pending.clear()
         self.pending_ids.clear()
         src.record_status()

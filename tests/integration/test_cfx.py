@@ -403,3 +403,46 @@ def test_endpoint_across_a_broker_restart_every_result_arrives(write_config, rab
         stop_agent(agent)
     received = [envelope_of(m).unique_id for m in got]
     assert set(ids) <= set(received), f"{len(set(ids) - set(received))} of {len(ids)} missing"
+
+
+def test_while_the_journal_refuses_no_more_than_credit_is_held(rabbit, tmp_path, monkeypatch):
+    """In process: credit is granted only as messages are accepted, so a refusing journal cannot pull the whole
+    queue into memory."""
+    from agent.config import parse_config
+    from agent.events import EventBus, Journal
+    from agent.events.journal import JournalFull
+    from agent.sources.cfx import CfxSource
+
+    address = queue_address()
+    cfg = parse_config(f'[agent]\nstation = "s"\n[sources.cfx]\nurl = "{rabbit.url}"\naddress = "{address}"\n'
+                       'credit = 10\n').sources.cfx
+    j = Journal(tmp_path / "j.db")
+    bus = EventBus(j)
+    src = CfxSource(cfg, "s")
+    bus.register_transport(src)
+    refusing = [True]
+    real = bus.publish_many
+
+    def maybe(events, **kw):
+        if refusing[0]:
+            raise JournalFull("journal is full")
+        return real(events, **kw)
+
+    monkeypatch.setattr(bus, "publish_many", maybe)
+    monkeypatch.setattr("agent.sources.cfx.backoff_delay", lambda *a, **k: 0.5)
+    src.start()
+    try:
+        assert wait_for(lambda: src.is_connected, 20)
+        conn, snd = sender(rabbit, "/amq/queue/" + address.rsplit("/", 1)[1])
+        for i in range(40):
+            doc = json.loads(cfx.encode(SAMPLES["work-started"][1]))
+            doc["UniqueID"] = str(uuid.uuid4())
+            send(snd, doc)
+        conn.close()
+        time.sleep(2.0)
+        assert src.counts["received"] == 10  # the credit, and no more, while nothing could be accepted
+        refusing[0] = False
+        assert wait_for(lambda: src.counts["journaled"] == 40, 20), dict(src.counts)
+    finally:
+        src.stop()
+        j.close()

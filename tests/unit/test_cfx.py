@@ -219,3 +219,12 @@ def test_samples_are_sdk_shaped():
     for name, (_, doc) in SAMPLES.items():
         assert list(doc)[:4] == ["MessageName", "Version", "TimeStamp", "UniqueID"], name
         msgspec.json.decode(cfx.encode(doc))
+
+
+def test_times_without_an_offset_are_taken_as_utc_on_the_way_out():
+    e = Event.create("test.result", {"unit_id": "U", "result": "pass", "start_time": "2024-05-14T09:30:58Z",
+                                     "steps": [{"name": "a", "status": "pass", "start_time": "2024-05-14T09:30:58",
+                                                "end_time": "2024-05-14T09:30:59"}]}, source="x")
+    doc = to_cfx(e, "H")
+    start = doc["MessageBody"]["TestedUnits"][0]["Tests"][0]["TestStartTime"]
+    assert datetime.fromisoformat(start) == datetime(2024, 5, 14, 9, 30, 58, tzinfo=timezone.utc)
