@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -47,10 +46,6 @@ DEFINITIONS = {
     "permissions": [{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"},
                     {"user": "fixture", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}],
 }
-
-
-def rabbitmq_available() -> bool:
-    return os.access(SERVER, os.X_OK) and shutil.which("erl") is not None or os.path.exists("/usr/lib/erlang")
 
 
 class RabbitMQ:
@@ -150,11 +145,13 @@ class RabbitMQ:
     def _kill_epmd(self) -> None:
         """The node started a private epmd daemon (its port is in its environment, not its command line); it is
         ours to end, and only that one."""
-        out = subprocess.run(["pgrep", "-x", "epmd"], capture_output=True, text=True).stdout
         mark = f"ERL_EPMD_PORT={self.epmd_port}".encode()
-        for pid in out.split():
+        for proc in Path("/proc").iterdir():  # (no pgrep: procps may not be installed)
+            if not proc.name.isdigit():
+                continue
             try:
-                if mark in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                    os.kill(int(pid), signal.SIGTERM)
+                if (proc / "comm").read_text().strip() == "epmd" and \
+                        mark in (proc / "environ").read_bytes().split(b"\0"):
+                    os.kill(int(proc.name), signal.SIGTERM)
             except (OSError, ValueError):
                 pass
