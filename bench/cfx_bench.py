@@ -15,16 +15,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import against_bare, drain_rate, test_results  # noqa: E402
+
 WINDOW = 100
-
-
-def _events(n: int):
-    from agent.events import Event
-
-    sys.path.insert(0, str(ROOT / "bench"))
-    from run import PAYLOAD
-
-    return [Event.create("test.result", PAYLOAD, source="bench") for _ in range(n)]
 
 
 def _bare(url: str, messages: list) -> float:
@@ -65,66 +60,38 @@ def _agent(url: str, events, tmp: Path) -> float:
     import msgspec
 
     from agent.config import CfxSinkSection
-    from agent.events import EventBus, Journal
     from agent.sinks.cfx import CfxEndpoint
 
-    tmp.mkdir()
-    j = Journal(tmp / "journal.db", max_bytes=1 << 34)
-    bus = EventBus(j)
     cfg = msgspec.convert({"url": url, "handle": "Bench.Fixture.1", "address": "/exchange/cfx", "window": WINDOW,
                            "heartbeat_interval": 300}, CfxSinkSection)
-    ep = CfxEndpoint(cfg, station="bench")
-    sub = bus.register_handler(ep)
-    for k in range(0, len(events), 1000):
-        bus.publish_many(events[k:k + 1000])
-    last = j.last_seq
-    ep.start()
-    if not ep.ready.wait(20):
-        raise RuntimeError("CFX endpoint did not connect")
-    t = time.perf_counter()
-    bus.start()
-    while sub.cursor < last:
-        time.sleep(0.002)
-    rate = len(events) / (time.perf_counter() - t)
-    delivered = sub.delivered
-    bus.stop()
-    ep.stop()
-    j.close()
-    if delivered != len(events):
-        raise RuntimeError(f"CFX publish incomplete: {delivered} of {len(events)}")
-    return rate
+
+    def connect(ep) -> None:
+        ep.start()
+        if not ep.ready.wait(20):
+            raise RuntimeError("CFX endpoint did not connect")
+
+    return drain_rate(tmp, events, lambda j: CfxEndpoint(cfg, station="bench"), connect=connect,
+                      close=lambda ep: ep.stop())
 
 
 def bench_cfx(tmp: Path, n: int, rounds: int = 3) -> dict:
     sys.path.insert(0, str(ROOT))
-    from proton import Message
-
-    from agent.protocols import cfx
     from agent.protocols.cfx_mapping import to_cfx
+    from agent.sinks.cfx import cfx_message
     from tests.rabbitmq import RabbitMQ
 
     broker = RabbitMQ(tmp / "rabbitmq").start()
     try:
-        events = _events(n)
-        messages = []
-        for e in events:
-            doc = to_cfx(e, "Bench.Bare.1")
-            p = cfx.amqp_properties(doc, compressed=True)
-            messages.append(Message(body=cfx.encode(doc, compress=True), inferred=True, durable=True, id=p["id"],
-                                    subject=p["subject"], reply_to=p["reply_to"], content_type=p["content_type"],
-                                    content_encoding="gzip", properties=p["properties"]))
+        events = test_results(n)
+        messages = [cfx_message(to_cfx(e, "Bench.Bare.1"), compress=True) for e in events]
         bare, agent = [], []
         for r in range(rounds):  # interleaved, best of each: the machine is shared
             bare.append(_bare(broker.url, messages))
             agent.append(_agent(broker.url, events, tmp / f"cfx-{r}"))
     finally:
         broker.stop()
-    paired = sorted(a / b for a, b in zip(agent, bare))
     return {"messages": n, "window": WINDOW, "agent_messages_per_s": round(max(agent)),
-            "bare_proton_per_s": round(max(bare)), "ratio_to_bare": round(max(agent) / max(bare), 3),
-            "median_paired_ratio": round(paired[len(paired) // 2], 3),
-            "rounds": {"agent": [round(x) for x in agent], "bare": [round(x) for x in bare]}}
-
+            "bare_proton_per_s": round(max(bare)), **against_bare(agent, bare)}
 
 if __name__ == "__main__":
     import tempfile

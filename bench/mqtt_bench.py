@@ -18,6 +18,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import against_bare, drain_rate, test_results  # noqa: E402
+
 WINDOW = 100
 RECEIVE_MAXIMUM = 64
 
@@ -29,15 +33,6 @@ def _client(port: int, client_id: str, **kw):
     c.max_inflight_messages_set(WINDOW)
     c.max_queued_messages_set(0)
     return c
-
-
-def _events(n: int):
-    from agent.events import Event
-
-    sys.path.insert(0, str(ROOT / "bench"))
-    from run import PAYLOAD
-
-    return [Event.create("test.result", PAYLOAD, source="bench") for _ in range(n)]
 
 
 # ------------------------------------------------------------------------------------------------ telemetry
@@ -78,34 +73,18 @@ def _agent_publish(port: int, events, tmp: Path) -> float:
     import msgspec
 
     from agent.config import MqttSinkSection
-    from agent.events import EventBus, Journal
     from agent.sinks.mqtt import MqttTelemetrySink
 
-    tmp.mkdir()
-    j = Journal(tmp / "journal.db", max_bytes=1 << 34)
-    bus = EventBus(j)
     cfg = msgspec.convert({"port": port, "window": WINDOW, "health_interval": 3600}, MqttSinkSection)
-    sink = MqttTelemetrySink(cfg, station="bench", journal=j)
-    sub = bus.register_handler(sink)
-    for k in range(0, len(events), 1000):
-        bus.publish_many(events[k:k + 1000])
-    last = j.last_seq
-    sink.start()
-    if not sink.conn.wait_connected(10):
-        raise RuntimeError("telemetry sink did not connect")
-    _agent_publish.window = sink.window  # type: ignore[attr-defined]
-    t = time.perf_counter()
-    bus.start()
-    while sub.cursor < last:
-        time.sleep(0.002)
-    rate = len(events) / (time.perf_counter() - t)
-    delivered = sub.delivered
-    bus.stop()
-    sink.stop()
-    j.close()
-    if delivered != len(events):
-        raise RuntimeError(f"telemetry incomplete: {delivered} of {len(events)}")
-    return rate
+
+    def connect(sink) -> None:
+        sink.start()
+        if not sink.conn.wait_connected(10):
+            raise RuntimeError("telemetry sink did not connect")
+        _agent_publish.window = sink.window  # type: ignore[attr-defined]
+
+    return drain_rate(tmp, events, lambda j: MqttTelemetrySink(cfg, station="bench", journal=j), connect=connect,
+                      close=lambda sink: sink.stop())
 
 
 # ------------------------------------------------------------------------------------------------ ingest
@@ -196,7 +175,7 @@ def bench_mqtt(tmp: Path, n: int, rounds: int = 3) -> dict:
 
     broker = Mosquitto(tmp / "mosquitto").start()
     try:
-        events = _events(n)
+        events = test_results(n)
         bodies = [encode(e) for e in events]
         payloads = _payloads(n)
         pub_bare, pub_agent, in_bare, in_agent = [], [], [], []
@@ -208,25 +187,15 @@ def bench_mqtt(tmp: Path, n: int, rounds: int = 3) -> dict:
     finally:
         broker.stop()
 
-    def paired(a, b):
-        ratios = sorted(x / y for x, y in zip(a, b))
-        return round(ratios[len(ratios) // 2], 3)
-
     return {
         "messages": n,
         "telemetry": {"agent_events_per_s": round(max(pub_agent)), "bare_paho_qos1_per_s": round(max(pub_bare)),
-                      "window": getattr(_agent_publish, "window", None),
-                      "ratio_to_bare": round(max(pub_agent) / max(pub_bare), 3),
-                      "median_paired_ratio": paired(pub_agent, pub_bare), "target": ">= 0.5",
-                      "rounds": {"agent": [round(x) for x in pub_agent], "bare": [round(x) for x in pub_bare]}},
+                      "window": getattr(_agent_publish, "window", None), **against_bare(pub_agent, pub_bare),
+                      "target": ">= 0.5"},
         "ingest": {"agent_durable_events_per_s": round(max(in_agent)),
-                   "bare_paho_ack_only_per_s": round(max(in_bare)),
-                   "ratio_to_bare": round(max(in_agent) / max(in_bare), 3),
-                   "median_paired_ratio": paired(in_agent, in_bare),
-                   "receive_maximum": RECEIVE_MAXIMUM,
-                   "rounds": {"agent": [round(x) for x in in_agent], "bare": [round(x) for x in in_bare]}},
+                   "bare_paho_ack_only_per_s": round(max(in_bare)), **against_bare(in_agent, in_bare),
+                   "receive_maximum": RECEIVE_MAXIMUM},
     }
-
 
 if __name__ == "__main__":
     import tempfile

@@ -33,15 +33,9 @@ from agent.events import Event, EventBus, Journal  # noqa: E402
 from agent.events.journal import SCHEMA  # noqa: E402
 from agent.events.model import encode  # noqa: E402
 from cfx_bench import bench_cfx  # noqa: E402
+from common import PAYLOAD  # noqa: E402
 from mqtt_bench import bench_mqtt  # noqa: E402
 from wats_drain import bench_wats_drain  # noqa: E402
-
-PAYLOAD = {"unit_id": "SN2611220001", "result": "pass", "start_time": "2026-11-22T10:00:00Z",
-           "part_number": "PCBA-100", "revision": "A", "station_id": "ict-01",
-           "steps": [{"name": "VCC", "status": "pass", "measurements": [
-               {"name": "VCC_3V3", "status": "pass", "value": 3.301, "unit": "V", "low_limit": 3.2, "high_limit": 3.4,
-                "comp_op": "GELE"}]}]}
-
 
 def make_event() -> Event:
     return Event.create("test.result", PAYLOAD, source="bench")

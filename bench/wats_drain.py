@@ -18,6 +18,9 @@ from pathlib import Path
 import msgspec
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import against_bare, drain_rate  # noqa: E402
 
 
 def _events(n: int):
@@ -46,34 +49,15 @@ def _bare(url: str, token: str, bodies: list[bytes]) -> float:
 
 def _agent(url: str, token: str, events, tmp: Path) -> float:
     from agent.config import WatsSinkSection
-    from agent.events import EventBus, Journal
     from agent.sinks.wats import WatsSink
 
-    tmp.mkdir()
-    tok = tmp / "token"
+    tok = tmp.with_name(tmp.name + ".token")
     tok.write_text(token)
     tok.chmod(0o600)
     cfg = msgspec.convert({"url": url, "token_file": str(tok), "process_codes": {"test": 50},
                            "requests_per_minute": 10_000_000, "require_clock_sync": False}, WatsSinkSection)
-    j = Journal(tmp / "journal.db", max_bytes=1 << 34)
-    bus = EventBus(j)
-    sink = WatsSink(cfg, station="bench", location="Bench", purpose="Bench", data_dir=tmp, journal=j)
-    sub = bus.register_handler(sink)
-    for k in range(0, len(events), 1000):
-        bus.publish_many(events[k:k + 1000])
-    last = j.last_seq
-    t = time.perf_counter()
-    bus.start()
-    while sub.cursor < last:
-        time.sleep(0.002)
-    rate = len(events) / (time.perf_counter() - t)
-    delivered, dead = sub.delivered, len(j.dead_letters())
-    bus.stop()
-    sink.close()
-    j.close()
-    if delivered != len(events) or dead:
-        raise RuntimeError(f"drain incomplete: {delivered} delivered, {dead} dead letters of {len(events)}")
-    return rate
+    return drain_rate(tmp, events, lambda j: WatsSink(cfg, station="bench", location="Bench", purpose="Bench",
+                                                       data_dir=tmp, journal=j), close=lambda sink: sink.close())
 
 
 def bench_wats_drain(tmp: Path, n: int, rounds: int = 5) -> dict:
@@ -93,12 +77,8 @@ def bench_wats_drain(tmp: Path, n: int, rounds: int = 5) -> dict:
     finally:
         server.stdin.close()
         server.wait(10)
-    paired = sorted(a / b for a, b in zip(agent, bare))
     return {"reports": n, "agent_reports_per_s": round(max(agent)), "bare_httpx_posts_per_s": round(max(bare)),
-            "ratio_to_bare": round(max(agent) / max(bare), 3), "median_paired_ratio": round(paired[len(paired) // 2], 3),
-            "target": ">= 0.8",
-            "rounds": {"agent": [round(x) for x in agent], "bare": [round(x) for x in bare]}}
-
+            **against_bare(agent, bare), "target": ">= 0.8"}
 
 if __name__ == "__main__":
     import tempfile

@@ -11,6 +11,7 @@ A handler that returns normally has handled the event (the bus acknowledges it);
 from __future__ import annotations
 
 import inspect
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
@@ -73,6 +74,29 @@ class Receipt(ABC):
     @abstractmethod
     def error(self) -> BaseException | None:
         """None if the far end confirmed it; the failure otherwise (asked only after ``wait`` returned True)."""
+
+
+class SettableReceipt(Receipt):
+    """A receipt settled by whoever learns the outcome (a PUBACK callback, an AMQP disposition, the sender itself
+    when there is nothing to wait for). The first outcome counts."""
+
+    __slots__ = ("_done", "_error")
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+
+    def settle(self, error: BaseException | None = None) -> "SettableReceipt":
+        if not self._done.is_set():
+            self._error = error
+            self._done.set()
+        return self
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.is_set() or self._done.wait(timeout)
+
+    def error(self) -> BaseException | None:
+        return self._error
 
 
 class PipelinedHandler(BaseHandler):

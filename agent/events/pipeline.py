@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 
-from .handlers import PipelinedHandler, Receipt
+from .handlers import PipelinedHandler, Receipt, SettableReceipt
 from .model import Event
 
 if TYPE_CHECKING:
@@ -37,17 +37,6 @@ class _Slot(NamedTuple):
     event: Event | None
     receipt: Receipt | None  # None: nothing to wait for (not wanted, coalesced, dead-lettered)
     started: float
-
-
-class _FailedAtSubmit(Receipt):
-    def __init__(self, error: BaseException) -> None:
-        self._error = error
-
-    def wait(self, timeout: float) -> bool:
-        return True
-
-    def error(self) -> BaseException | None:
-        return self._error
 
 
 class Pipeline:
@@ -130,7 +119,7 @@ class Pipeline:
         try:
             receipt = self.handler.submit(event)
         except Exception as e:  # noqa: BLE001 - judged by the policy like any failure
-            receipt = _FailedAtSubmit(e)
+            receipt = SettableReceipt().settle(e)
         return _Slot(seq, event, receipt, started)
 
     def settle(self, *, keep: int, patience: float | None, stopping: bool = False) -> bool:

@@ -16,7 +16,7 @@ StationStateChanged with E10 codes, ``asset.fault`` → FaultOccurred or FaultCl
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -80,9 +80,8 @@ def _num(v: Any, where: str) -> float | None:
 
 
 def _cfx_meta(env: Envelope, **extra: Any) -> dict[str, Any]:
-    meta = {"unique_id": env.unique_id, "message": env.message_name, "handle": env.source, **extra}
-    if env.notes:
-        meta["notes"] = list(env.notes)
+    meta = {"unique_id": env.unique_id, "message": env.message_name, "handle": env.source,
+            "notes": list(env.notes) or None, **extra}  # a unit's own notes (``extra``) include the envelope's
     return {k: v for k, v in meta.items() if v is not None}
 
 
@@ -170,69 +169,67 @@ def _steps(tests: list, where: str, notes: list[str], step_type: str, name_key: 
 
 
 # ------------------------------------------------------------------------------------------------ in
-def units_tested(env: Envelope, source: str) -> list[Event]:
-    b = env.body
-    method = _text(b.get("TestMethod")) or "Automated"
-    tester = b.get("Tester") if isinstance(b.get("Tester"), dict) else {}
-    out = []
-    for i, u in enumerate(_list(b, "TestedUnits", "MessageBody")):
-        where = f"MessageBody.TestedUnits[{i}]"
+def _judged_units(env: Envelope, units_key: str, tests_key: str, name_key: str, start_key: str, end_key: str,
+                  step_type: str) -> Iterator[tuple[dict, str, list[TestStep], datetime, datetime, TestResult,
+                                                     list[str]]]:
+    """Each tested or inspected unit of a message, its steps judged: (unit, id, steps, start, end, result,
+    notes). Raises if there is none."""
+    units = _list(env.body, units_key, "MessageBody")
+    if not units:
+        raise CfxError(f"MessageBody.{units_key}: no units")
+    for i, u in enumerate(units):
+        where = f"MessageBody.{units_key}[{i}]"
         u = _obj(u, where)
         unit_id = _text(u.get("UnitIdentifier"))
         if not unit_id:
             raise CfxError(f"{where}.UnitIdentifier: missing")
         notes = list(env.notes)
-        steps, start, end = _steps(_list(u, "Tests", where), f"{where}.Tests", notes, method.lower(), "TestName",
-                                   "TestStartTime", "TestEndTime")
+        steps, start, end = _steps(_list(u, tests_key, where), f"{where}.{tests_key}", notes, step_type, name_key,
+                                   start_key, end_key)
         reported = _result(u["OverallResult"], f"{where}.OverallResult") if u.get("OverallResult") else None
-        result = overall([s.status for s in steps], reported)
-        custom = {"test_type": method.lower(), "cfx": _cfx_meta(env, transaction_id=_text(b.get("TransactionID")),
-                                                               recipe=_text(b.get("RecipeName")),
-                                                               recipe_revision=_text(b.get("RecipeRevision")),
-                                                               position=u.get("UnitPositionNumber"))}
-        if notes != env.notes:
-            custom["cfx"]["notes"] = notes
-        payload = TestResultEvent(unit_id=unit_id, result=result, start_time=start or env.time_stamp,
-                                  end_time=end or env.time_stamp, steps=steps, fixture_id=env.source,
-                                  operator_id=_text(tester.get("OperatorIdentifier")), custom_data=custom)
+        yield (u, unit_id, steps, start or env.time_stamp, end or env.time_stamp,
+               overall([s.status for s in steps], reported), notes)
+
+
+def units_tested(env: Envelope, source: str) -> list[Event]:
+    b = env.body
+    method = (_text(b.get("TestMethod")) or "Automated").lower()
+    tester = b.get("Tester") if isinstance(b.get("Tester"), dict) else {}
+    out = []
+    for u, unit_id, steps, start, end, result, notes in _judged_units(
+            env, "TestedUnits", "Tests", "TestName", "TestStartTime", "TestEndTime", method):
+        custom = {"test_type": method, "cfx": _cfx_meta(env, transaction_id=_text(b.get("TransactionID")),
+                                                        recipe=_text(b.get("RecipeName")),
+                                                        recipe_revision=_text(b.get("RecipeRevision")),
+                                                        position=u.get("UnitPositionNumber"), notes=notes or None)}
+        payload = TestResultEvent(unit_id=unit_id, result=result, start_time=start, end_time=end, steps=steps,
+                                  fixture_id=env.source, operator_id=_text(tester.get("OperatorIdentifier")),
+                                  custom_data=custom)
         out.append(_create(EventType.TEST_RESULT, payload, source))
-    if not out:
-        raise CfxError("MessageBody.TestedUnits: no units")
     return out
 
 
 def units_inspected(env: Envelope, source: str) -> list[Event]:
     b = env.body
-    method = _text(b.get("InspectionMethod")) or "Human"
+    method = (_text(b.get("InspectionMethod")) or "Human").lower()
     out = []
-    for i, u in enumerate(_list(b, "InspectedUnits", "MessageBody")):
-        where = f"MessageBody.InspectedUnits[{i}]"
-        u = _obj(u, where)
-        unit_id = _text(u.get("UnitIdentifier"))
-        if not unit_id:
-            raise CfxError(f"{where}.UnitIdentifier: missing")
-        notes = list(env.notes)
-        inspections = _list(u, "Inspections", where)
-        steps, start, end = _steps(inspections, f"{where}.Inspections", notes, method.lower(), "InspectionName",
-                                   "InspectionStartTime", "InspectionEndTime")
-        reported = _result(u["OverallResult"], f"{where}.OverallResult") if u.get("OverallResult") else None
+    for u, unit_id, steps, start, end, result, notes in _judged_units(
+            env, "InspectedUnits", "Inspections", "InspectionName", "InspectionStartTime", "InspectionEndTime",
+            method):
         defects = [{"code": _text(d.get("DefectCode")), "category": _text(d.get("DefectCategory")),
                     "description": _text(d.get("Description")),
                     "component": _text((d.get("ComponentOfInterest") or {}).get("ReferenceDesignator"))
                     if isinstance(d.get("ComponentOfInterest"), dict) else None,
                     "inspection": _text(ins.get("InspectionName"))}
-                   for ins in inspections if isinstance(ins, dict)
-                   for d in _list(ins, "DefectsFound", where) if isinstance(d, dict)]
+                   for ins in _list(u, "Inspections", "MessageBody") if isinstance(ins, dict)
+                   for d in _list(ins, "DefectsFound", "MessageBody") if isinstance(d, dict)]
         payload = InspectionResultEvent(
-            unit_id=unit_id, result=overall([s.status for s in steps], reported), start_time=start or env.time_stamp,
-            end_time=end or env.time_stamp, inspection_type=method.lower(),
+            unit_id=unit_id, result=result, start_time=start, end_time=end, inspection_type=method,
             defects=[{k: v for k, v in d.items() if v is not None} for d in defects],
             custom_data={"cfx": _cfx_meta(env, transaction_id=_text(b.get("TransactionID")),
-                                          recipe=_text(b.get("RecipeName")), notes=notes if notes else None),
+                                          recipe=_text(b.get("RecipeName")), notes=notes or None),
                          "steps": [{"name": s.name, "status": s.status.value} for s in steps]})
         out.append(_create(EventType.INSPECTION_RESULT, payload, source))
-    if not out:
-        raise CfxError("MessageBody.InspectedUnits: no units")
     return out
 
 

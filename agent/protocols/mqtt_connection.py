@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..config import ConfigError, MqttConnectionSection, default_client_id  # noqa: F401 - re-exported
+from ..config import ConfigError, MqttConnectionSection
 from ..events.backoff import backoff_delay
 from ..secrets import read_secret_file
 
@@ -58,6 +58,7 @@ class MqttConnection:
         self._failures = 0
         self._stopping = False
         self._refused = False
+        self._why = ""
         v5 = cfg.protocol == "5"
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -172,7 +173,10 @@ class MqttConnection:
             self._failed(f"connection lost: {reason_code}")
 
     def _connect_failed(self, client, userdata) -> None:
-        self._failed(f"cannot connect to {self.cfg.broker}: {self._diagnose()}")
+        # Finding out why costs a connection attempt of its own: only when it would be logged (as _failed logs)
+        if self._failures + 1 in (1, 10, 100) or (self._failures + 1) % 1000 == 0 or not self.last_error:
+            self._why = self._diagnose()
+        self._failed(f"cannot connect to {self.cfg.broker}: {self._why}")
 
     def _diagnose(self) -> str:
         """paho does not say why a connect failed; find out (refused, no route, a TLS certificate problem)."""

@@ -25,8 +25,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .. import __version__
+from proton.handlers import MessagingHandler  # this module is imported only when CFX is configured
+
 from ..config import CfxSinkSection
-from ..events.handlers import PipelinedHandler, Receipt
+from ..events.handlers import PipelinedHandler, Receipt, SettableReceipt
 from ..events.model import Event
 from ..events.policies import CircuitBreaker, PermanentError, RetryPolicy, TransientError
 from ..protocols import cfx
@@ -36,29 +38,18 @@ from ..protocols.cfx_mapping import PUBLISHED_TYPES, timespan, to_cfx
 log = logging.getLogger(__name__)
 
 
-class Outcome(Receipt):
-    __slots__ = ("_done", "_error")
+def cfx_message(doc: dict[str, Any], *, compress: bool) -> Any:
+    """The proton message for an envelope, with the SDK's properties (``cfx.amqp_properties``)."""
+    from proton import Message
 
-    def __init__(self) -> None:
-        self._done = threading.Event()
-        self._error: BaseException | None = None
-
-    def settle(self, error: BaseException | None) -> None:
-        if not self._done.is_set():
-            self._error = error
-            self._done.set()
-
-    def wait(self, timeout: float) -> bool:
-        return self._done.is_set() or self._done.wait(timeout)
-
-    def error(self) -> BaseException | None:
-        return self._error
-
-
-def _handler_base():
-    from proton.handlers import MessagingHandler
-
-    return MessagingHandler
+    p = cfx.amqp_properties(doc, compressed=compress)
+    msg = Message(body=cfx.encode(doc, compress=compress), inferred=True, durable=True, id=p["id"],
+                  subject=p["subject"], reply_to=p["reply_to"], content_type=p["content_type"],
+                  content_encoding=p["content_encoding"], correlation_id=p["correlation_id"],
+                  properties=p["properties"], creation_time=p["creation_time"])
+    if doc.get("Target"):
+        msg.address = doc["Target"]
+    return msg
 
 
 class CfxEndpoint(PipelinedHandler):
@@ -74,7 +65,7 @@ class CfxEndpoint(PipelinedHandler):
         self.last_error: str | None = None
         self.published = 0
         self.requests_answered = 0
-        self._outbox: list[tuple[dict[str, Any], Outcome]] = []
+        self._outbox: list[tuple[dict[str, Any], SettableReceipt]] = []
         self._outbox_lock = threading.Lock()
         self.link = _Link(self, connect_options(cfg, "sinks.cfx"))
         self.container = ContainerThread(self.link, cfg.handle, "sink-cfx")
@@ -86,7 +77,7 @@ class CfxEndpoint(PipelinedHandler):
     def stop(self) -> None:
         """EndpointShuttingDown (waited for, briefly), then the connection closes."""
         if self.ready.is_set():
-            done = Outcome()
+            done = SettableReceipt()
             doc = cfx.envelope_doc("CFX.EndpointShuttingDown", {"CFXHandle": self.cfg.handle},
                                    source=self.cfg.handle, when=datetime.now(timezone.utc))
             self.container.call(lambda: self.link.send(doc, done))
@@ -103,7 +94,7 @@ class CfxEndpoint(PipelinedHandler):
         return f"CFX broker {self.cfg.url} unreachable ({self.last_error or 'connecting'}); events wait in the journal"
 
     def submit(self, event: Event) -> Receipt:
-        outcome = Outcome()
+        outcome = SettableReceipt()
         try:
             doc = to_cfx(event, self.cfg.handle)
         except Exception as e:  # noqa: BLE001 - an event this endpoint cannot say in CFX: no resend changes that
@@ -178,7 +169,7 @@ class CfxEndpoint(PipelinedHandler):
                                 request_id=request.request_id)
 
 
-class _Link(Reconnecting, _handler_base()):  # type: ignore[misc]
+class _Link(Reconnecting, MessagingHandler):
     """The container-thread side: the sender to the broker, the heartbeat, and the request listener."""
 
     def __init__(self, endpoint: CfxEndpoint, options: dict[str, Any]) -> None:
@@ -189,7 +180,7 @@ class _Link(Reconnecting, _handler_base()):  # type: ignore[misc]
         self.reconnect_max = float(endpoint.cfg.reconnect_max)
         self.sender: Any = None
         self.broker: Any = None  # our connection to the broker (inbound request connections are others)
-        self.outcomes: dict[str, Outcome] = {}
+        self.outcomes: dict[str, SettableReceipt] = {}
         self.reply_links: dict[str, Any] = {}
         self.heartbeat_started = False
         self.listening = False
@@ -219,23 +210,13 @@ class _Link(Reconnecting, _handler_base()):  # type: ignore[misc]
             self.endpoint.ready.set()
             self.send(self.endpoint.heartbeat_doc(), None)  # as the SDK does when a publish channel opens
 
-    def send(self, doc: dict[str, Any], outcome: Outcome | None) -> None:
-        from proton import Message
-
+    def send(self, doc: dict[str, Any], outcome: SettableReceipt | None) -> None:
         sender = self.sender
         if sender is None or not self.endpoint.ready.is_set() and doc["MessageName"] != "CFX.EndpointConnected":
             if outcome is not None:
                 outcome.settle(TransientError("not connected to the CFX broker"))
             return
-        compress = self.endpoint.cfg.compress
-        props = cfx.amqp_properties(doc, compressed=compress)
-        msg = Message(body=cfx.encode(doc, compress=compress), inferred=True, durable=True, id=props["id"],
-                      subject=props["subject"], reply_to=props["reply_to"], content_type=props["content_type"],
-                      content_encoding=props["content_encoding"], correlation_id=props["correlation_id"],
-                      properties=props["properties"], creation_time=props["creation_time"])
-        if doc.get("Target"):
-            msg.address = doc["Target"]
-        delivery = sender.send(msg)
+        delivery = sender.send(cfx_message(doc, compress=self.endpoint.cfg.compress))
         if outcome is not None:
             self.outcomes[delivery.tag] = outcome
 

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .. import __version__
-from ..config import MqttSinkSection
-from ..events.handlers import PipelinedHandler, Receipt
+from ..config import MqttSinkSection, default_client_id
+from ..events.handlers import PipelinedHandler, Receipt, SettableReceipt
 from ..events.ids import BOOT_ID, uuid7
 from ..events.model import Event
 from ..events.policies import CircuitBreaker, PermanentError, RetryPolicy, TransientError
-from ..protocols.mqtt_connection import MqttConnection, default_client_id, topic_level
+from ..protocols.mqtt_connection import MqttConnection, topic_level
 
 if TYPE_CHECKING:
     from ..events.journal import Journal
@@ -49,24 +49,6 @@ class BrokerRefused(TransientError):
     state = "paused"
 
 
-class Puback(Receipt):
-    __slots__ = ("_done", "_error")
-
-    def __init__(self) -> None:
-        self._done = threading.Event()
-        self._error: BaseException | None = None
-
-    def settle(self, error: BaseException | None) -> None:
-        self._error = error
-        self._done.set()
-
-    def wait(self, timeout: float) -> bool:
-        return self._done.is_set() or self._done.wait(timeout)
-
-    def error(self) -> BaseException | None:
-        return self._error
-
-
 class MqttTelemetrySink(PipelinedHandler):
     def __init__(self, cfg: MqttSinkSection, *, station: str, journal: "Journal | None" = None) -> None:
         self._name = "mqtt"
@@ -81,7 +63,7 @@ class MqttTelemetrySink(PipelinedHandler):
         self._journal = journal
         self._seq = 0
         self._lock = threading.Lock()
-        self._waiting: dict[int, Puback] = {}
+        self._waiting: dict[int, SettableReceipt] = {}
         self._early: dict[int, BaseException | None] = {}  # PUBACKs that beat the registration of their mid
         self._stop = threading.Event()
         self._health: threading.Thread | None = None
@@ -173,7 +155,7 @@ class MqttTelemetrySink(PipelinedHandler):
         self.published += 1
         return receipt
 
-    def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> Puback:
+    def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> SettableReceipt:
         import paho.mqtt.client as mqtt
 
         qos = self.cfg.qos
@@ -181,7 +163,7 @@ class MqttTelemetrySink(PipelinedHandler):
             info = self.conn.client.publish(topic, payload, qos=qos, retain=retain)
         except ValueError as e:  # payload too large for MQTT, a topic paho refuses: no resend can fix it
             raise PermanentError(f"cannot publish to {topic}: {e}") from None
-        receipt = Puback()
+        receipt = SettableReceipt()
         if info.rc == mqtt.MQTT_ERR_NO_CONN and qos > 0:
             pass  # queued by paho, sent when the connection is back
         elif info.rc != mqtt.MQTT_ERR_SUCCESS:

@@ -23,6 +23,8 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
+from proton.handlers import MessagingHandler  # this module is imported only when CFX is configured
+
 from ..config import CfxSourceSection
 from ..events.backoff import backoff_delay
 from ..events.journal import JournalFull
@@ -36,12 +38,6 @@ from ..protocols.cfx_mapping import MAPPERS, to_events
 log = logging.getLogger(__name__)
 
 STATUS_EVERY = 1.0
-
-
-def _handler_base():
-    from proton.handlers import MessagingHandler
-
-    return MessagingHandler
 
 
 def _key(unique_id: str) -> str:
@@ -179,7 +175,7 @@ class _StatusTimer:
             self.source.record_status(force=True)
 
 
-class _Receiver(Reconnecting, _handler_base()):  # type: ignore[misc]
+class _Receiver(Reconnecting, MessagingHandler):
     """The container-thread side: receive, batch what arrives together, journal, then settle."""
 
     def __init__(self, source: CfxSource, options: dict[str, Any]) -> None:

@@ -34,14 +34,14 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import msgspec
 
-from ..config import MqttSourceSection
+from ..config import MqttSourceSection, default_client_id
 from ..events.backoff import backoff_delay
 from ..events.journal import JournalFull
 from ..events.model import Event
 from ..events.recent import RecentKeys
 from ..events.transports import BaseTransport, TransportState
 from ..protocols import mqtt_adapters as adapters
-from ..protocols.mqtt_connection import MqttConnection, default_client_id
+from ..protocols.mqtt_connection import MqttConnection
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt

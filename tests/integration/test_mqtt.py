@@ -90,12 +90,17 @@ def status(cfg):
     return json.loads(run_cli("status", "-c", str(cfg), "--json", check=True).stdout)
 
 
-def online(cfg) -> bool:
-    """The ingest source has subscribed (status is read from the journal, which exists once the agent runs)."""
+def source_status(cfg) -> dict:
+    """What ``status`` says of the ingest source ({} until the agent has created its journal)."""
     proc = run_cli("status", "-c", str(cfg), "--json")
     if proc.returncode != 0:
-        return False
-    return bool(json.loads(proc.stdout).get("sources", {}).get("mqtt:mqtt", {}).get("online"))
+        return {}
+    return json.loads(proc.stdout).get("sources", {}).get("mqtt:mqtt", {})
+
+
+def online(cfg) -> bool:
+    """The ingest source has subscribed."""
+    return bool(source_status(cfg).get("online"))
 
 
 def client(port, client_id, *, protocol=mqtt.MQTTv5, persistent=False, tls=None, auth=None):
@@ -499,9 +504,7 @@ def test_wrong_password_is_reported_without_the_password_and_a_fixed_file_is_pic
     agent = start_agent(cfg)
     try:
         def last_error():
-            proc = run_cli("status", "-c", str(cfg), "--json")
-            return json.loads(proc.stdout).get("sources", {}).get("mqtt:mqtt", {}).get("last_error") or "" \
-                if proc.returncode == 0 else ""
+            return source_status(cfg).get("last_error") or ""
 
         assert wait_for(lambda: "refused" in last_error(), 15), last_error()
         assert "authorized" in last_error().lower() or "password" in last_error().lower()
@@ -519,9 +522,7 @@ def test_tls_verification_is_on_by_default(write_config, secure_broker):
     agent = start_agent(cfg)
     try:
         def last_error():
-            proc = run_cli("status", "-c", str(cfg), "--json")
-            return json.loads(proc.stdout).get("sources", {}).get("mqtt:mqtt", {}).get("last_error") or "" \
-                if proc.returncode == 0 else ""
+            return source_status(cfg).get("last_error") or ""
 
         assert wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in last_error(), 15), last_error()
         assert not online(cfg)
