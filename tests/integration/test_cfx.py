@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import signal
-import subprocess
 import time
 import uuid
 from datetime import datetime, timezone
@@ -14,7 +12,9 @@ import pytest
 
 from agent.protocols import cfx
 from agent.protocols.cfx_samples import SAMPLES
-from tests.conftest import ROOT, cli_cmd, run_cli, wait_for
+from tests.conftest import run_cli, wait_for
+from tests import agent_process
+from tests.agent_process import events, start_agent, stop_agent
 from tests.mosquitto import make_certs
 from tests.rabbitmq import RabbitMQ
 from tests.wats_standin import WatsStandIn
@@ -63,28 +63,8 @@ reconnect_max = "1s"
 """)
 
 
-def start_agent(cfg):
-    return subprocess.Popen(cli_cmd("run", "-c", str(cfg)), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def stop_agent(agent):
-    agent.send_signal(signal.SIGTERM)
-    _, err = agent.communicate(timeout=30)
-    assert agent.returncode == 0, err
-    return err
-
-
-def events(cfg, type=None):
-    args = ["events", "-c", str(cfg), "--json", "--limit", "1000000"] + (["--type", type] if type else [])
-    return json.loads(run_cli(*args, check=True).stdout)
-
-
 def source_status(cfg) -> dict:
-    proc = run_cli("status", "-c", str(cfg), "--json")
-    if proc.returncode != 0:
-        return {}
-    return json.loads(proc.stdout).get("sources", {}).get("cfx:cfx", {})
+    return agent_process.source_status(cfg, "cfx:cfx")
 
 
 def queue_address():

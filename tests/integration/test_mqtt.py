@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import signal
 import subprocess
 import threading
 import time
@@ -18,7 +16,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.events.journal import Journal
-from tests.conftest import ROOT, cli_cmd, run_cli, wait_for
+from tests.conftest import ROOT, run_cli, wait_for
+from tests import agent_process
+from tests.agent_process import dead_letters, events, start_agent, status, stop_agent
 from tests.mosquitto import Mosquitto, make_certs, mosquitto_passwd
 
 
@@ -51,22 +51,6 @@ health_interval = "1s"
     return write_config(text, simulated=simulated)
 
 
-def start_agent(cfg):
-    return subprocess.Popen(cli_cmd("run", "-c", str(cfg)), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def stop_agent(agent):
-    agent.send_signal(signal.SIGTERM)
-    try:
-        _, err = agent.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        agent.kill()
-        _, err = agent.communicate()
-    assert agent.returncode == 0, err
-    return err
-
-
 def run_until_online(cfg, linger):
     """One agent run: until the ingest source has subscribed, and ``linger`` seconds more."""
     agent = start_agent(cfg)
@@ -77,25 +61,8 @@ def run_until_online(cfg, linger):
         stop_agent(agent)
 
 
-def events(cfg, type=None):
-    args = ["events", "-c", str(cfg), "--json", "--limit", "1000000"] + (["--type", type] if type else [])
-    return json.loads(run_cli(*args, check=True).stdout)
-
-
-def dead_letters(cfg):
-    return json.loads(run_cli("dlq", "list", "-c", str(cfg), "--json", check=True).stdout)
-
-
-def status(cfg):
-    return json.loads(run_cli("status", "-c", str(cfg), "--json", check=True).stdout)
-
-
 def source_status(cfg) -> dict:
-    """What ``status`` says of the ingest source ({} until the agent has created its journal)."""
-    proc = run_cli("status", "-c", str(cfg), "--json")
-    if proc.returncode != 0:
-        return {}
-    return json.loads(proc.stdout).get("sources", {}).get("mqtt:mqtt", {})
+    return agent_process.source_status(cfg, "mqtt:mqtt")
 
 
 def online(cfg) -> bool:

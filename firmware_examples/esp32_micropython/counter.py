@@ -1,0 +1,51 @@
+"""Actuation counts from a debounced GPIO input, counted in the interrupt and kept in flash across resets.
+
+The interrupt handler only counts (no allocation, no I/O); the main loop folds the count into the absolute
+totals and saves them. Presses closer together than ``debounce_ms`` are contact bounce, not actuations.
+"""
+import json
+import os
+
+from machine import Pin, disable_irq, enable_irq
+
+from clock import ticks_diff, ticks_ms
+
+
+class Counter:
+    def __init__(self, pin, debounce_ms, state_path):
+        self.debounce_ms = debounce_ms
+        self.state_path = state_path
+        self.running, self.total = self._load()
+        self._pending = 0
+        self._last_edge = None
+        self.pin = Pin(pin, Pin.IN, Pin.PULL_UP)  # a switch to GND: idle high, a press is a falling edge
+        self.pin.irq(trigger=Pin.IRQ_FALLING, handler=self._edge)
+
+    def _edge(self, pin):
+        now = ticks_ms()
+        if self._last_edge is None or ticks_diff(now, self._last_edge) >= self.debounce_ms:
+            self._pending += 1
+        self._last_edge = now
+
+    def take(self):
+        """Fold new presses into the totals; True if there were any (the totals are then saved)."""
+        irq = disable_irq()
+        n, self._pending = self._pending, 0
+        enable_irq(irq)
+        if not n:
+            return False
+        self.running += n
+        self.total += n
+        tmp = self.state_path + ".new"  # written aside and renamed: a power cut never leaves half a file
+        with open(tmp, "w") as f:
+            json.dump({"running": self.running, "total": self.total}, f)
+        os.rename(tmp, self.state_path)
+        return True
+
+    def _load(self):
+        try:
+            with open(self.state_path) as f:
+                d = json.load(f)
+            return int(d["running"]), int(d["total"])
+        except (OSError, ValueError, KeyError):
+            return 0, 0
