@@ -8,7 +8,7 @@ the broker publishes the last will ``offline`` when the device drops off.
 import os
 
 import payloads
-from clock import sleep_ms, ticks_add, ticks_diff, ticks_ms
+from clock import Schedule, sleep_ms
 from counter import Counter
 from link import Link
 from outbox import Outbox
@@ -32,12 +32,11 @@ class Device:
                                cfg.get("ntc_adc_pin", 35), cfg.get("counter_pin", 4))
         self.outbox = Outbox(state_dir, cfg.get("buffer_messages", 200))
         self.link = Link(cfg)
-        now = ticks_ms()
-        self.every = {"counters": _ms(cfg, "counters_every_s", 5), "selftest": _ms(cfg, "selftest_every_s", 600),
-                      "environment": _ms(cfg, "environment_every_s", 60)}
-        self.last = {name: ticks_add(now, -period) for name, period in self.every.items()}  # all due at boot
+        self.schedule = Schedule({"counters": _ms(cfg, "counters_every_s", 5),
+                                  "selftest": _ms(cfg, "selftest_every_s", 600),
+                                  "environment": _ms(cfg, "environment_every_s", 60)})
         self.counters_sent = None
-        print("device %s: up, counters %d/%d, %d messages waiting in flash"
+        print("device: up, %s, counters %d/%d, %d messages waiting in flash"
               % (self.id, self.counter.running, self.counter.total, len(self.outbox)))
 
     def run(self):
@@ -46,17 +45,10 @@ class Device:
             sleep_ms(LOOP_MS)
 
     def step(self):
-        for name in self._due():
+        for name in self.schedule.due():
             getattr(self, "_" + name)()
         if self.link.ensure({"dropped": self.outbox.dropped} if self.outbox.dropped else {}):
             self._send_waiting()
-
-    def _due(self):
-        now = ticks_ms()
-        for name, period in self.every.items():
-            if ticks_diff(now, self.last[name]) >= period:
-                self.last[name] = now
-                yield name
 
     def _counters(self):
         """Absolute counts, when they changed (and once after boot): a repeat is harmless, a gap repairs itself."""

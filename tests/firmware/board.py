@@ -18,25 +18,29 @@ HERE = Path(__file__).resolve().parent
 
 
 class Board:
-    def __init__(self, firmware: Path, flash: Path, config: dict, uarts: dict[int, str] | None = None) -> None:
-        self.firmware, self.flash, self.uarts = firmware, flash, uarts or {}
+    def __init__(self, firmware: Path, flash: Path, config: dict, *, uart_fds: dict[int, int] | None = None,
+                 world: list[str] | None = None) -> None:
+        """``uart_fds``: UART id → an fd of this process it is wired to (a pty master); ``world``: commands that
+        hold before power-on (what the ADC pins read, which switches are closed)."""
+        self.firmware, self.flash, self.uart_fds, self.world = firmware, flash, uart_fds or {}, world or []
         flash.mkdir(parents=True, exist_ok=True)
         (flash / "config.json").write_text(json.dumps(config))
         self.proc: subprocess.Popen | None = None
         self.output: list[str] = []
         self._acks: queue.Queue[str] = queue.Queue()
 
-    def boot(self, ready: str = "device ") -> "Board":
+    def boot(self) -> "Board":
         """Power on: main.py runs from the start; what is on flash is what the last run left there. Returns once
-        the firmware printed ``ready`` (its interrupts are set up: a press before that is lost, as on a board)."""
+        the firmware printed that it is up (its interrupts are set: a press before that is lost, as on a board)."""
         since = len(self.output)
         args = [sys.executable, str(HERE / "run_board.py"), str(self.firmware), str(self.flash),
-                str(umqtt_simple_dir())] + [f"{k}={v}" for k, v in self.uarts.items()]
+                str(umqtt_simple_dir())] + [f"{k}=fd:{v}" for k, v in self.uart_fds.items()]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     text=True, pass_fds=tuple(self.uart_fds.values()),
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", "BOARD_WORLD": ";".join(self.world)})
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
         deadline = time.monotonic() + 30
-        while not any(line.startswith(ready) for line in self.output[since:]):
+        while not any(": up," in line for line in self.output[since:]):
             assert time.monotonic() < deadline and self.proc.poll() is None, self.log()
             time.sleep(0.02)
         return self
@@ -58,6 +62,9 @@ class Board:
 
     def set_uv(self, pin: int, microvolts: int) -> None:
         self.send(f"uv {pin} {microvolts}")
+
+    def set_level(self, pin: int, level: int) -> None:
+        self.send(f"level {pin} {level}")
 
     def power_cut(self) -> None:
         """SIGKILL: no last word from the firmware, the broker's last will speaks for it."""

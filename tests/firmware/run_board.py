@@ -4,9 +4,12 @@ the working directory), ``main.py`` run at boot, stand-ins for ``machine`` and `
 
     press <pin> <n>        n actuations of a switch to GND (falling edges, with contact bounce)
     uv <pin> <microvolts>  what an ADC pin reads
+    level <pin> <0|1>      a switch on an input closes (0, to GND) or opens (1)
     wifi up|down           the access point comes and goes
 
-    python run_board.py <firmware dir> <flash dir> <umqtt dir> [<uart id>=<path> ...]
+    python run_board.py <firmware dir> <flash dir> <umqtt dir> [<uart id>=<path or fd:N> ...]
+
+``BOARD_WORLD`` (commands separated by ``;``) is how the world is before power-on.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 firmware, flash, umqtt_dir = (os.path.abspath(p) for p in sys.argv[1:4])
-sys.path[:0] = [str(HERE / "micropython"), umqtt_dir, firmware]
+# the stand-ins, umqtt, the example, and the modules the examples share (copied onto the board beside them)
+sys.path[:0] = [str(HERE / "micropython"), umqtt_dir, firmware, os.path.join(firmware, "..", "micropython_common")]
 os.chdir(flash)
 
 import machine  # noqa: E402  (the stand-in, found first on the path set above)
@@ -39,17 +43,27 @@ def press(pin: int, n: int) -> None:
         time.sleep(0.02)
 
 
+def world(line: str) -> str:
+    cmd, *args = line.split()
+    if cmd == "press":
+        press(int(args[0]), int(args[1]))
+    elif cmd == "uv":
+        machine.set_uv(int(args[0]), int(args[1]))
+    elif cmd == "level":
+        machine.drive(int(args[0]), int(args[1]))
+    elif cmd == "wifi":
+        network.link_up = args[0] == "up"
+    else:
+        raise SystemExit(f"run_board: unknown command {line!r}")
+    return cmd
+
+
 def control() -> None:
     for line in sys.stdin:
-        cmd, *args = line.split()
-        if cmd == "press":
-            press(int(args[0]), int(args[1]))
-        elif cmd == "uv":
-            machine.set_uv(int(args[0]), int(args[1]))
-        elif cmd == "wifi":
-            network.link_up = args[0] == "up"
-        print("ok", cmd, flush=True)
+        print("ok", world(line), flush=True)
 
 
+for line in filter(None, os.environ.get("BOARD_WORLD", "").split(";")):
+    world(line)
 threading.Thread(target=control, daemon=True).start()
 runpy.run_path(os.path.join(firmware, "main.py"), run_name="__main__")

@@ -58,8 +58,7 @@ def board(tmp_path, broker, **over) -> Board:
               "counter_pin": COUNTER, "debounce_ms": 5, "supply_adc_pin": SUPPLY, "ntc_adc_pin": NTC,
               "selftest_every_s": 3600, "environment_every_s": 3600, "counters_every_s": 0.1,
               "reconnect_min_s": 0.2, "reconnect_max_s": 1, "buffer_messages": 200, **over}
-    b = Board(FIRMWARE, tmp_path / "flash", config)
-    return b
+    return Board(FIRMWARE, tmp_path / "flash", config, world=[f"uv {SUPPLY} {GOOD_SUPPLY_UV}", f"uv {NTC} {NTC_25C_UV}"])
 
 
 def device_events(cfg, etype, key="asset_id"):
@@ -75,8 +74,6 @@ def test_counters_selftest_environment_and_status_become_events(tmp_path, broker
     b = board(tmp_path, broker, selftest_every_s=1.5, environment_every_s=1)
     b.boot()
     try:
-        b.set_uv(SUPPLY, GOOD_SUPPLY_UV)
-        b.set_uv(NTC, NTC_25C_UV)
         assert wait_for(lambda: any(e["payload"]["new_state"] == "online"
                                     for e in device_events(agent, "asset.state_changed")), 20), b.log()
         b.press(COUNTER, 7)
@@ -119,8 +116,6 @@ def test_what_is_made_while_the_broker_is_down_arrives_in_order_across_a_power_c
     b = board(tmp_path, broker)
     b.boot()
     try:
-        b.set_uv(SUPPLY, GOOD_SUPPLY_UV)
-        b.set_uv(NTC, NTC_25C_UV)
         b.press(COUNTER, 3)
         assert wait_for(lambda: any(e["payload"]["total_count"] == 3
                                     for e in device_events(agent, "asset.counters")), 20), b.log()
@@ -132,8 +127,6 @@ def test_what_is_made_while_the_broker_is_down_arrives_in_order_across_a_power_c
             assert wait_for(lambda: outbox.exists() and len(outbox.read_text().splitlines()) > i, 10), b.log()
         b.power_cut()  # the board loses power with its outbox on flash ...
         b.boot()  # ... and at boot makes a counters message of its own (15, unchanged) behind the others
-        b.set_uv(SUPPLY, GOOD_SUPPLY_UV)
-        b.set_uv(NTC, NTC_25C_UV)
         for _ in range(3):
             b.press(COUNTER, 1)
             time.sleep(0.15)

@@ -15,7 +15,7 @@ _irq = threading.RLock()
 _levels: dict[int, int] = {}
 _handlers: dict[int, tuple[int, Callable]] = {}
 _uv: dict[int, int] = {}
-#: UART id → the path of the serial device it is wired to (a pseudo-terminal in the tests)
+#: UART id → what it is wired to: a device path, or ``fd:N`` (the master side of a pseudo-terminal, inherited)
 UART_PATHS: dict[int, str] = {}
 
 
@@ -75,22 +75,23 @@ def set_uv(pin: int, microvolts: int) -> None:
 
 
 class UART:
-    """A UART wired to ``UART_PATHS[id]``; ``read``/``readline`` return None when nothing came within ``timeout`` ms,
-    as MicroPython's do."""
+    """A UART wired to ``UART_PATHS[id]``. Like a wire, it never blocks: what nobody reads is lost (a full pty
+    buffer drops the write), and with nobody on the other end there is simply nothing to read. ``read`` and
+    ``readline`` return None when nothing came within ``timeout`` ms, as MicroPython's do."""
 
     def __init__(self, id: int, baudrate: int = 115200, *, tx: object = None, rx: object = None, timeout: int = 0,
                  **_: object) -> None:
-        self.fd = os.open(UART_PATHS[id], os.O_RDWR | os.O_NOCTTY)
-        import tty
-        tty.setraw(self.fd)
+        where = UART_PATHS[id]
+        self.fd = int(where[3:]) if where.startswith("fd:") else os.open(where, os.O_RDWR | os.O_NOCTTY)
+        os.set_blocking(self.fd, False)
         self.timeout = timeout / 1000
         self.buf = b""
 
     def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
-        return len(data)
+        try:
+            return os.write(self.fd, data)
+        except (BlockingIOError, OSError):
+            return 0
 
     def any(self) -> int:
         self._fill(0)
@@ -117,7 +118,10 @@ class UART:
 
     def _fill(self, timeout: float) -> None:
         if select.select([self.fd], [], [], timeout)[0]:
-            self.buf += os.read(self.fd, 4096)
+            try:
+                self.buf += os.read(self.fd, 4096)
+            except (BlockingIOError, OSError):  # EIO: the other end is not open (the agent is not running)
+                pass
 
 
 def unique_id() -> bytes:

@@ -27,3 +27,19 @@ def utc_iso():
     if t[0] < 2024:
         return None
     return "%04d-%02d-%02dT%02d:%02d:%02dZ" % tuple(t[:6])
+
+
+class Schedule:
+    """Named periodic jobs (name → period in ms), all due at boot; ``due()`` yields the names whose time has come."""
+
+    def __init__(self, periods):
+        self.periods = periods
+        now = ticks_ms()
+        self.last = {name: ticks_add(now, -period) for name, period in periods.items()}
+
+    def due(self):
+        now = ticks_ms()
+        for name, period in self.periods.items():
+            if ticks_diff(now, self.last[name]) >= period:
+                self.last[name] = now
+                yield name
