@@ -10,3 +10,4 @@
 #define COUNTER_PIN 4              // actuation switch to GND (internal pull-up)
 #define SELFTEST_EVERY_MS 600000UL
 #define ENVIRONMENT_EVERY_MS 60000UL
+#define OUTBOX_MESSAGES 200         // messages kept in flash while the broker is unreachable (oldest dropped)

@@ -1,12 +1,15 @@
 // ESP32 (Arduino framework) device for fixture-agent: absolute counters from a debounced actuation input,
-// a periodic self-test, environment readings, and status with a last will. Topics and payloads come from
-// lib/fixture_payloads (no Arduino dependency; the agent's tests compile it on a PC and check the agent reads it).
+// a periodic self-test, environment readings, and status with a last will; while the broker is unreachable,
+// messages wait in a bounded outbox in flash and go out in order when it returns. Topics, payloads and the outbox
+// come from lib/fixture_payloads (no Arduino dependency; the agent's tests compile them on a PC).
 #include <Arduino.h>
+#include <LittleFS.h>
 #include <PubSubClient.h>
 #include <Preferences.h>
 #include <WiFi.h>
 
 #include "config.h"
+#include "fixture_outbox.h"
 #include "fixture_payloads.h"
 
 static WiFiClient net;
@@ -18,6 +21,7 @@ static volatile uint32_t last_edge_ms = 0;
 static uint32_t running_count = 0, total_count = 0;
 static bool counters_dirty = true;
 static char topic[96], payload[1024];
+static fp_outbox outbox;  // in LittleFS, reached through the VFS at /littlefs
 
 static void IRAM_ATTR on_press() {
     uint32_t now = millis();
@@ -30,13 +34,34 @@ static bool publish(const char *kind, const char *family, bool retain, int len) 
     return mqtt.publish(topic, payload, retain);
 }
 
-static void connect_with_backoff() {
-    static uint32_t delay_ms = 1000;
-    while (!mqtt.connected()) {
-        if (WiFi.status() != WL_CONNECTED) {
-            WiFi.begin(WIFI_SSID, WIFI_PASSWORD);
-            for (int i = 0; i < 40 && WiFi.status() != WL_CONNECTED; ++i) delay(250);
+// A message goes out now only if nothing older is waiting; otherwise it waits in flash behind the others.
+static void emit(const char *kind, const char *family, int len) {
+    if (len < 0 || fp_topic(topic, sizeof topic, family, DEVICE_ID, kind) < 0) return;
+    if (outbox.count || !mqtt.connected() || !mqtt.publish(topic, payload)) {
+        if (fp_outbox_append(&outbox, topic, payload) != 0) Serial.println("outbox: flash full, message lost");
+    }
+}
+
+// Oldest first, a few per loop. PubSubClient publishes at QoS 0: "sent" means written to the connection, so a
+// message written just as the connection dies can still be lost (see README).
+static void send_waiting() {
+    for (int i = 0; i < 20 && outbox.count && mqtt.connected(); ++i) {
+        if (fp_outbox_peek(&outbox, topic, sizeof topic, payload, sizeof payload) != 1) {
+            fp_outbox_pop(&outbox);  // unreadable: do not let it block everything behind it
+            continue;
         }
+        if (!mqtt.publish(topic, payload)) return;
+        fp_outbox_pop(&outbox);
+    }
+}
+
+// Never blocks the loop: one attempt when it is due, so counting and the outbox carry on while the broker is away.
+static void keep_connected() {
+    static uint32_t delay_ms = 1000, next_attempt = 0;
+    if (mqtt.connected() || (int32_t)(millis() - next_attempt) < 0) return;
+    if (WiFi.status() != WL_CONNECTED) {
+        WiFi.begin(WIFI_SSID, WIFI_PASSWORD);  // joining takes seconds: look again at the next attempt
+    } else {
         char will[64];
         fp_status(will, sizeof will, "offline");
         fp_topic(topic, sizeof topic, "assets", DEVICE_ID, "status");
@@ -44,13 +69,14 @@ static void connect_with_backoff() {
         if (mqtt.connect(DEVICE_ID, MQTT_USER[0] ? MQTT_USER : nullptr, MQTT_PASSWORD[0] ? MQTT_PASSWORD : nullptr,
                          topic, 1, true, will, false)) {
             publish("status", "assets", true, fp_status(payload, sizeof payload, "online"));
+            if (outbox.dropped) Serial.printf("outbox: %u oldest messages dropped while offline\n", outbox.dropped);
+            outbox.dropped = 0;
             delay_ms = 1000;
-            counters_dirty = true;
             return;
         }
-        delay(delay_ms + (esp_random() % (delay_ms / 5 + 1)));  // exponential backoff with jitter, up to a minute
-        delay_ms = delay_ms < 60000 ? delay_ms * 2 : 60000;
     }
+    next_attempt = millis() + delay_ms + esp_random() % (delay_ms / 5 + 1);  // backoff with jitter, up to a minute
+    delay_ms = delay_ms < 60000 ? delay_ms * 2 : 60000;
 }
 
 static void selftest() {
@@ -58,18 +84,20 @@ static void selftest() {
     float vcc = analogReadMilliVolts(34) * 2 / 1000.0f;  // a divider on GPIO34: adapt to the fixture
     fp_step steps[] = {{"vcc", vcc, "V", 3.2, 3.4, nullptr},
                        {"counter_input_idle", (double)digitalRead(COUNTER_PIN), nullptr, 1, 1, nullptr}};
-    publish("selftest", "devices", false,
-            fp_selftest(payload, sizeof payload, "P", millis() - t0, steps, sizeof steps / sizeof steps[0]));
+    emit("selftest", "devices",
+         fp_selftest(payload, sizeof payload, "P", millis() - t0, steps, sizeof steps / sizeof steps[0]));
 }
 
 static void environment() {
     fp_reading r[] = {{"chip_temperature", temperatureRead(), "C"}};
-    publish("environment", "assets", false, fp_environment(payload, sizeof payload, r, 1));
+    emit("environment", "assets", fp_environment(payload, sizeof payload, r, 1));
 }
 
 void setup() {
     Serial.begin(115200);
     prefs.begin("fixture", false);
+    if (!LittleFS.begin(true) || fp_outbox_open(&outbox, "/littlefs", OUTBOX_MESSAGES) != 0)
+        Serial.println("outbox: no flash file system, messages made while offline are lost");
     running_count = prefs.getUInt("running", 0);  // counters survive a reset (flash, written on change)
     total_count = prefs.getUInt("total", 0);
     pinMode(COUNTER_PIN, INPUT_PULLUP);
@@ -81,7 +109,7 @@ void setup() {
 
 void loop() {
     static uint32_t next_selftest = 0, next_environment = 0;
-    connect_with_backoff();
+    keep_connected();
     noInterrupts();
     uint32_t presses = pending_presses;
     pending_presses = 0;
@@ -94,8 +122,8 @@ void loop() {
         counters_dirty = true;
     }
     if (counters_dirty) {  // absolute values: a lost message is repaired by the next one
-        counters_dirty = !publish("counters", "assets", false,
-                                  fp_counters(payload, sizeof payload, running_count, total_count));
+        emit("counters", "assets", fp_counters(payload, sizeof payload, running_count, total_count));
+        counters_dirty = false;
     }
     uint32_t now = millis();
     if ((int32_t)(now - next_selftest) >= 0) {
@@ -106,6 +134,7 @@ void loop() {
         environment();
         next_environment = now + ENVIRONMENT_EVERY_MS;
     }
+    send_waiting();
     mqtt.loop();
     delay(10);
 }
