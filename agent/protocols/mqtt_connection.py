@@ -32,6 +32,27 @@ def topic_level(name: str) -> str:
     return re.sub(r"[/+#\s]", "-", name)
 
 
+def _ordered_client_class(mqtt: Any) -> type:
+    """paho calls on_connect *before* it resends the QoS 1 publishes that were in flight when the connection
+    dropped; a publish from another thread in between overtakes them, and a telemetry consumer sees events out of
+    order (found by the broker-restart test). This client calls ``after_connack`` once that resend is written, and
+    the connection counts as usable only from then on."""
+
+    class OrderedClient(mqtt.Client):
+        def after_connack(self) -> None:
+            pass
+
+        def _handle_connack(self) -> Any:
+            try:
+                return super()._handle_connack()
+            finally:
+                self.after_connack()
+
+    if not hasattr(mqtt.Client, "_handle_connack"):
+        raise RuntimeError("this paho-mqtt has no Client._handle_connack: check the resend order before using it")
+    return OrderedClient
+
+
 class MqttConnection:
     """A paho client on its own network thread. ``on_connected(client, session_present)`` runs after every
     accepted CONNACK (subscribe, publish a birth message), ``on_trouble(why)`` after every lost connection or
@@ -60,7 +81,8 @@ class MqttConnection:
         self._refused = False
         self._why = ""
         v5 = cfg.protocol == "5"
-        self.client = mqtt.Client(
+        self._accepted = False
+        self.client = _ordered_client_class(mqtt)(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else not persistent, manual_ack=manual_ack,
@@ -78,6 +100,7 @@ class MqttConnection:
         if cfg.tls:
             self._set_tls()
         self.client.on_connect = self._connected
+        self.client.after_connack = self._resent
         self.client.on_disconnect = self._disconnected
         self.client.on_connect_fail = self._connect_failed
         if configure is not None:
@@ -157,7 +180,7 @@ class MqttConnection:
         self.receive_maximum = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
         self.connects += 1
         self.last_error = None
-        self.connected.set()
+        self._accepted = True  # ``connected`` is set once paho has resent what was in flight (_resent)
         log.info("%s: connected to %s as %s%s", self.what, self.cfg.broker, self.client_id,
                  " (session resumed)" if flags.session_present else "")
         if self._on_connected is not None:
@@ -166,7 +189,13 @@ class MqttConnection:
             except Exception:  # noqa: BLE001 - paho would swallow it silently; say it
                 log.exception("%s: on connect failed", self.what)
 
+    def _resent(self) -> None:
+        if self._accepted:
+            self._accepted = False
+            self.connected.set()
+
     def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
+        self._accepted = False
         self.connected.clear()
         refused, self._refused = self._refused, False
         if not self._stopping and not refused:

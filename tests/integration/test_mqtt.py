@@ -581,3 +581,40 @@ def test_telemetry_window_follows_the_brokers_receive_maximum(broker, tmp_path):
         assert sink.window == 18  # room for status and health
     finally:
         sink.stop()
+
+
+def test_a_connection_counts_as_up_only_after_paho_resent_what_was_in_flight(tmp_path):
+    """paho runs on_connect before it resends the publishes in flight at the disconnect; a sink that published as
+    soon as on_connect ran overtook them (events out of order on the plant broker, seen once in the 30 s outage
+    test). At the moment ``connected`` is set, nothing may still be waiting for its resend."""
+    from paho.mqtt.client import mqtt_ms_publish
+
+    from agent.config import parse_config
+    from agent.protocols.mqtt_connection import MqttConnection
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    cfg = parse_config(f'[agent]\nstation = "s"\n[sinks.mqtt]\nport = {broker.port}\nreconnect_min = "0.1s"\n'
+                       'reconnect_max = "0.3s"\n').sinks.mqtt
+    conn = MqttConnection(cfg, client_id="order-check", what="test", persistent=False)
+    still_due: list[int] = []
+
+    class Watched(threading.Event):
+        def set(self) -> None:  # runs on paho's thread, exactly when the connection is declared usable
+            still_due.append(sum(m.state == mqtt_ms_publish for m in conn.client._out_messages.values()))
+            super().set()
+
+    conn.connected = Watched()
+    conn.start()
+    try:
+        assert conn.wait_connected(10)
+        for round_ in range(2):
+            broker.stop()
+            assert wait_for(lambda: not conn.connected.is_set(), 10)
+            for i in range(20):
+                conn.client.publish(f"t/{round_}", str(i), qos=1)
+            broker.start()
+            assert wait_for(lambda: conn.connected.is_set() and not conn.client._out_messages, 20)
+    finally:
+        conn.stop()
+        broker.stop()
+    assert still_due == [0, 0, 0], still_due  # first connect, then two reconnects with 20 resends each
