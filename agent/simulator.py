@@ -44,6 +44,7 @@ class PtyFixture:
     def _open(self) -> None:
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)  # no echo, no line-ending translation: a wire, not a terminal
+        os.set_blocking(self.master, False)  # a wire never blocks the sender: what nobody reads is lost
         self.path = os.ttyname(self.slave)
         if self.link:
             tmp = self.link.with_name(self.link.name + ".tmp")
@@ -75,9 +76,8 @@ class PtyFixture:
             if self.master < 0:
                 return False
             try:
-                os.write(self.master, data)
-                return True
-            except OSError:
+                return os.write(self.master, data) == len(data)  # a full buffer cuts or drops it: line noise
+            except OSError:  # BlockingIOError included
                 return False
 
     def write_line(self, line: bytes) -> bool:

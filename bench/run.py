@@ -33,6 +33,7 @@ from agent.events import Event, EventBus, Journal  # noqa: E402
 from agent.events.journal import SCHEMA  # noqa: E402
 from agent.events.model import encode  # noqa: E402
 from cfx_bench import bench_cfx  # noqa: E402
+from disk_writes import bench_disk_writes  # noqa: E402
 from common import PAYLOAD  # noqa: E402
 from mqtt_bench import bench_mqtt  # noqa: E402
 from wats_drain import bench_wats_drain  # noqa: E402
@@ -419,6 +420,7 @@ def bench_import() -> dict:
 
 def write_markdown(doc: dict, path: Path) -> None:
     p, m, s, r, i = (doc[k] for k in ("publish_8_threads", "publish_many", "publish_stdin", "memory", "import"))
+    dw = doc["disk_writes"]
     ser = doc["serial"]
     wd = doc["wats_drain"]
     mt, mi = doc["mqtt"]["telemetry"], doc["mqtt"]["ingest"]
@@ -480,6 +482,14 @@ def write_markdown(doc: dict, path: Path) -> None:
         f"| `import agent` | {i['import_agent_ms']} ms | bare interpreter {i['python_startup_ms']} ms | "
         f"+{i['import_agent_over_startup_ms']} ms | — |",
         f"| `fixture-agent --version` | {i['version_cmd_ms']} ms | — | — | — |",
+        f"| Bytes written to disk per event (SD-card wear; {dw['event_bytes']}-byte events, one commit each) | "
+        f"{dw['agent_bytes_per_event']:,} B | bare SQLite {dw['raw_sqlite_bytes_per_event']:,} B | "
+        f"{dw['ratio_to_raw']:.2f} | ≤ 1.5 |",
+        f"| same, with an uplink's cursor following every event | {dw['agent_with_uplink_bytes_per_event']:,} B | "
+        f"bare SQLite {dw['raw_sqlite_bytes_per_event']:,} B | {dw['ratio_with_uplink_to_raw']:.2f} | — |",
+        f"| same, events arriving 50 at a time | {dw['batches_of_50']['agent_with_uplink_bytes_per_event']:,} B | "
+        f"bare SQLite {dw['batches_of_50']['raw_sqlite_bytes_per_event']:,} B | "
+        f"{dw['batches_of_50']['ratio_to_raw']:.2f} | — |",
         "",
         f"Group commit at work: the 8-thread run committed {p['events']:,} events in {p['commits']:,} transactions "
         f"({p['events_per_commit']} events per fsync).",
@@ -567,6 +577,7 @@ def main() -> int:
             "mqtt": bench_mqtt(tmp, 1000 if quick else 10000, rounds=1 if quick else 3),
             "cfx": bench_cfx(tmp, 300 if quick else 5000, rounds=1 if quick else 3),
             "import": bench_import(),
+            "disk_writes": bench_disk_writes(500 if quick else 3000),
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

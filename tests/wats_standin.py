@@ -54,6 +54,7 @@ class Faults:
     slow_delay: float = 1.0
     reset_after_read_next: int = 0  # store the report, then drop the connection without a response
     poison_ids: set[str] = field(default_factory=set)  # always 400
+    poison_serials: set[str] = field(default_factory=set)  # reports for these units: always 400
 
 
 class WatsStandIn:
@@ -273,7 +274,7 @@ class WatsStandIn:
             return
         problem = self.validate(report)
         rid = report.get("id") if isinstance(report, dict) else None
-        if problem is None and rid in self.faults.poison_ids:
+        if problem is None and (rid in self.faults.poison_ids or report.get("sn") in self.faults.poison_serials):
             problem = f"report {rid} rejected (poison)"
         if problem:
             with self.lock:

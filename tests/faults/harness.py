@@ -1,0 +1,383 @@
+"""Fault injection across the whole agent: what users fear most, at once, with a fixed seed, then a reconciliation.
+
+The agent runs as its own process with its real sources and sinks: a fixture controller on a pseudo-terminal (the
+simulator, resending until acknowledged, with line noise), test stations publishing results to a real mosquitto,
+the WATS uplink to the WATS stand-in, telemetry to the same mosquitto. Meanwhile, at moments drawn from the seed:
+
+- the agent is killed with SIGKILL (``kills`` times) and started again;
+- mosquitto is killed with SIGKILL and started again (its persistence file kept);
+- WATS goes down, answers 429 and 503 bursts, is slow, resets connections after storing a report (the ambiguous
+  failure), and always answers 400 for the poison units' reports;
+- bad input arrives: MQTT payloads that are not JSON.
+
+At the end every fault is healed, everything drains, and the run reconciles: every message the controller saw
+acknowledged is in the journal exactly once; every result a station published is in the journal exactly once;
+every test result in the journal is in WATS exactly once by id, except the poison units', which are exactly the
+WATS dead letters; the counters in WATS equal the fixture's; the bad MQTT payloads are exactly the ingest dead
+letters; every journaled event reached the telemetry consumer at least once.
+
+    .venv/bin/python -m tests.faults.harness --seed 7 --kills 50 --seconds 120     # the long form: more of each
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from agent.events.journal import Journal
+from agent.simulator import JsonLinesController, PtyFixture
+from tests.agent_process import dead_letters, events, source_status, status
+from tests.conftest import ROOT, cli_cmd, wait_for
+from tests.mosquitto import Mosquitto
+from tests.wats_standin import WatsStandIn
+
+ASSET = "FX-SIM"
+STATION = "T1"
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class Figures:
+    events: int = 0
+    crashes_survived: int = 0
+    broker_kills: int = 0
+    wats_faults: Counter = field(default_factory=Counter)
+    lost: int = 0
+    duplicate_ids: int = 0
+    resent_posts: int = 0
+
+
+class FaultRun:
+    def __init__(self, work: Path, *, seed: int, kills: int, seconds: float, results: int = 300,
+                 serial_messages: int = 400) -> None:
+        self.work, self.seed, self.kills, self.seconds = work, seed, kills, seconds
+        self.rng = random.Random(seed)
+        self.results, self.serial_messages = results, serial_messages
+        self.poison_units = {f"POISON-{i}" for i in range(0, results, 50)}
+        self.bad_payloads = 0
+        self.figures = Figures()
+        self.agent: subprocess.Popen | None = None
+        self.stop = threading.Event()
+        self.published: Counter[str] = Counter()  # station results the broker acknowledged, by unit
+        self.telemetry_ids: set[str] = set()
+        self.pubacks: set[int] = set()  # the station's message ids the broker acknowledged
+        self.agent_log = open(work / "agent.log", "ab")  # every run of the agent appends its log here
+
+    # ------------------------------------------------------------------------------------------------ parts
+    def start(self) -> None:
+        self.wats = WatsStandIn()
+        self.wats.faults.poison_serials = set(self.poison_units)
+        self.broker = Mosquitto(self.work / "broker", extra="autosave_on_changes true\n").start()
+        self.pty = PtyFixture(self.work / "ttyFIXTURE", seed=self.seed)
+        self.controller = JsonLinesController(self.pty, interval=self.seconds / self.serial_messages / 2,
+                                              mangle_rate=0.01, resend_after=0.5, count=self.serial_messages)
+        threading.Thread(target=self.controller.run, daemon=True).start()
+        token = self.work / "wats.token"
+        token.write_text(self.wats.token)
+        token.chmod(0o600)
+        self.cfg = self.work / "agent.toml"
+        self.cfg.write_text(f"""
+[agent]
+station = "fault-station"
+location = "Line 1"
+purpose = "Fault injection"
+data_dir = "{self.work / 'data'}"
+[journal]
+max_bytes = "256MB"
+[[sources.serial]]
+name = "fixture"
+port = "{self.work / 'ttyFIXTURE'}"
+driver = "jsonl"
+asset_id = "{ASSET}"
+[sources.mqtt]
+port = {self.broker.port}
+reconnect_min = "0.2s"
+reconnect_max = "1s"
+[sinks.wats]
+url = "{self.wats.url}"
+token_file = "{token}"
+process_codes = {{ test = 50, selftest = 90 }}
+default_part_number = "FX-PN"
+requests_per_minute = 1000000
+require_clock_sync = false
+retry_max = "0.5s"
+[sinks.mqtt]
+port = {self.broker.port}
+reconnect_min = "0.2s"
+reconnect_max = "1s"
+""")
+        self.wats.register_asset(ASSET)
+        # the journal forgets what every subscriber has; an audit subscriber that never reads keeps it all for the
+        # reconciliation (the agent leaves a subscriber it does not run alone: ``subscribers drop`` is for humans)
+        with Journal(self.work / "data" / "journal.db") as j:
+            j.register_subscriber("audit")
+        self._start_telemetry_consumer()
+        self._start_agent()
+        # the agent's session must exist before a station publishes: the broker queues only for known sessions
+        assert wait_for(lambda: source_status(self.cfg, "mqtt:mqtt").get("online"), 30), \
+            "the agent never subscribed: " + (self.work / "agent.log").read_text()[-2000:]
+        threading.Thread(target=self._station, daemon=True).start()
+
+    def _start_agent(self) -> None:
+        self.agent = subprocess.Popen(cli_cmd("run", "-c", str(self.cfg)), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                      stderr=self.agent_log)
+
+    def _station(self) -> None:
+        """A test station: results on testers/T1/results (QoS 1, persistent session), now and then a bad one."""
+        client = self._client("station-T1")
+        for i in range(self.results):
+            if self.stop.is_set():
+                return
+            unit = f"POISON-{i}" if f"POISON-{i}" in self.poison_units else f"SN-{self.seed}-{i:05d}"
+            doc = {"serial_number": unit, "part_number": "PCBA-100", "result": "pass",
+                   "steps": [{"name": "VCC", "value": 3.3, "unit": "V", "low": 3.2, "high": 3.4}]}
+            self._publish(client, f"testers/{STATION}/results", json.dumps(doc).encode())
+            self.published[unit] += 1
+            if self.rng.random() < 0.05:
+                self._publish(client, f"testers/{STATION}/results", b"{not json")
+                self.bad_payloads += 1
+            time.sleep(self.seconds / self.results / 2)
+        client.loop_stop()
+
+    def _publish(self, client: mqtt.Client, topic: str, payload: bytes) -> None:
+        """Once, and wait for the broker's PUBACK: while the broker is away paho keeps it and sends it (again)
+        after the reconnect, as a station's client does."""
+        info = client.publish(topic, payload, qos=1)
+        while info.mid not in self.pubacks and not self.stop.is_set():
+            time.sleep(0.05)
+
+    def _client(self, client_id: str, on_message=None) -> mqtt.Client:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        c.reconnect_delay_set(0.2, 1)
+        c.on_publish = lambda cl, userdata, mid, *a: self.pubacks.add(mid)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        if on_message:
+            c.on_message = on_message
+            c.on_connect = lambda cl, *a: cl.subscribe("fixture-agent/fault-station/events/#", qos=1)
+        c.connect("127.0.0.1", self.broker.port, clean_start=False, properties=props)
+        c.loop_start()
+        return c
+
+    def _start_telemetry_consumer(self) -> None:
+        def got(client, userdata, msg) -> None:
+            try:
+                self.telemetry_ids.add(json.loads(msg.payload)["id"])
+            except (ValueError, KeyError, TypeError):
+                pass
+
+        self.consumer = self._client("telemetry-consumer", on_message=got)
+
+    # ------------------------------------------------------------------------------------------------ faults
+    def inject(self) -> None:
+        """The schedule: ``kills`` agent kills spread over the run, and a broker kill or a WATS fault now and then."""
+        end = time.monotonic() + self.seconds
+        kill_at = sorted(self.rng.uniform(0, self.seconds) for _ in range(self.kills))
+        t0 = time.monotonic()
+        while kill_at:
+            time.sleep(max(0.0, t0 + kill_at.pop(0) - time.monotonic()))
+            self._kill_agent()
+            if self.rng.random() < 0.08:
+                self._kill_broker()
+            if self.rng.random() < 0.3:
+                self._wats_fault()
+        time.sleep(max(0.0, end - time.monotonic()))
+
+    def _kill_agent(self) -> None:
+        self.agent.send_signal(signal.SIGKILL)
+        self.agent.wait(10)
+        self.figures.crashes_survived += 1
+        time.sleep(self.rng.uniform(0, 0.3))
+        self._start_agent()
+
+    def _kill_broker(self) -> None:
+        self.broker.proc.send_signal(signal.SIGKILL)
+        self.broker.proc.wait(10)
+        self.broker.proc = None
+        time.sleep(self.rng.uniform(0.2, 2.0))
+        self.broker.start()
+        self.figures.broker_kills += 1
+
+    def _wats_fault(self) -> None:
+        f = self.wats.faults
+        kind = self.rng.choice(["down", "429", "503", "slow", "reset"])
+        self.figures.wats_faults[kind] += 1
+        if kind == "down":
+            self.wats.up = False
+            threading.Timer(self.rng.uniform(1, 4), lambda: setattr(self.wats, "up", True)).start()
+        elif kind == "429":
+            f.rate_limit_next += self.rng.randint(3, 20)
+        elif kind == "503":
+            f.unavailable_next += self.rng.randint(3, 20)
+        elif kind == "slow":
+            f.slow_next, f.slow_delay = self.rng.randint(1, 5), self.rng.uniform(0.5, 3)
+        else:
+            f.reset_after_read_next += self.rng.randint(1, 5)
+
+    # ------------------------------------------------------------------------------------------------ the end
+    def heal_and_drain(self, timeout: float = 180) -> bool:
+        self.wats.up = True
+        self.wats.faults.rate_limit_next = self.wats.faults.unavailable_next = 0
+        self.wats.faults.slow_next = self.wats.faults.reset_after_read_next = 0
+        if self.agent.poll() is not None:
+            self._start_agent()
+
+        def drained() -> bool:
+            if not self.controller.all_acked or sum(self.published.values()) < self.results:
+                return False
+            try:
+                subs = status(self.cfg)["subscribers"]
+            except AssertionError:  # the CLI could not read the journal at this instant
+                return False
+            return all(s["backlog"] == 0 for s in subs if s["name"] != "audit")
+
+        return wait_for(drained, timeout, interval=1.0)
+
+    def finish(self) -> None:
+        self.stop.set()
+        if self.agent and self.agent.poll() is None:
+            self.agent.send_signal(signal.SIGTERM)
+            self.agent.wait(30)
+        time.sleep(1.0)  # the consumer takes what is still on its way
+        self.consumer.loop_stop()
+        self.pty.close()
+        self.broker.stop()
+        self.wats.close()
+        self.agent_log.close()
+
+    def reconcile(self) -> list[Check]:
+        journal = events(self.cfg)
+        for e in journal:
+            e["id"] = e["metadata"]["event_id"]
+        self.figures.events = len(journal)
+        by_type: dict[str, list[dict]] = {}
+        for e in journal:
+            by_type.setdefault(e["event_type"], []).append(e)
+        checks = []
+
+        # serial: every acknowledged controller message once (counters by total, self-tests by their time)
+        sent = [m for seq, m in sorted(self.controller.sent.items()) if seq <= self.controller.acked]
+        want = Counter(m["total_count"] for m in sent if m["type"] == "counters")
+        got = Counter(e["payload"]["total_count"] for e in by_type.get("asset.counters", [])
+                      if e["payload"]["asset_id"] == ASSET)
+        checks.append(_same("serial counters messages journaled exactly once", want, got))
+        fixture_tests = [e for e in by_type.get("test.result", []) if e["payload"].get("fixture_id") == ASSET]
+        want_st = sum(1 for m in sent if m["type"] == "selftest")
+        checks.append(Check("serial self-tests journaled exactly once", len(fixture_tests) == want_st,
+                            f"{len(fixture_tests)} journaled, {want_st} acknowledged"))
+
+        # MQTT: every result the broker acknowledged, once; the bad payloads are the ingest dead letters
+        station = Counter(e["payload"]["unit_id"] for e in by_type.get("test.result", [])
+                          if e["payload"].get("fixture_id") == STATION)
+        checks.append(_same("station results journaled exactly once", self.published, station))
+        dlq = dead_letters(self.cfg)
+        ingest_dead = [d for d in dlq if d["subscriber"] is None and str(d["origin"]).startswith("mqtt")]
+        checks.append(Check("bad MQTT payloads are exactly the ingest dead letters",
+                            len(ingest_dead) == self.bad_payloads,
+                            f"{len(ingest_dead)} dead letters, {self.bad_payloads} bad payloads sent"))
+
+        # WATS: every test result once by id; the poison units' reports are exactly the uplink's dead letters
+        results = by_type.get("test.result", [])
+        poison = {e["id"] for e in results if e["payload"]["unit_id"] in self.poison_units}
+        want_ids = {e["id"] for e in results} - poison
+        with self.wats.lock:
+            stored = set(self.wats.reports)
+            posts = dict(self.wats.receive_count)
+        missing = want_ids - stored
+        self.figures.lost = len(missing) + sum(max(0, n - got.get(k, 0)) for k, n in want.items()) \
+            + sum(max(0, n - station.get(k, 0)) for k, n in self.published.items())
+        self.figures.resent_posts = sum(n - 1 for n in posts.values() if n > 1)
+        self.figures.duplicate_ids = sum(n - 1 for n in Counter(e["id"] for e in journal).values() if n > 1)
+        checks.append(Check("every test result is in WATS exactly once by id", not missing and stored <= want_ids,
+                            f"{len(missing)} missing, {len(stored - want_ids)} unexpected of {len(want_ids)}"))
+        wats_dead = {d["event_id"] for d in dlq if d.get("subscriber") == "wats"}
+        checks.append(Check("the poison units' reports are exactly the WATS dead letters", wats_dead == poison,
+                            f"{len(wats_dead)} dead letters, {len(poison)} poison reports"))
+
+        # counters: WATS holds the fixture's
+        asset = self.wats.assets[ASSET]
+        checks.append(Check("counters in WATS equal the fixture's",
+                            (asset["totalCount"], asset["runningCount"]) == (self.controller.total,
+                                                                            self.controller.running),
+                            f"WATS {asset['totalCount']}/{asset['runningCount']}, fixture "
+                            f"{self.controller.total}/{self.controller.running}"))
+
+        # telemetry: at least once
+        not_seen = {e["id"] for e in journal} - self.telemetry_ids
+        checks.append(Check("every journaled event reached the telemetry consumer at least once", not not_seen,
+                            f"{len(not_seen)} of {len(journal)} never arrived"))
+        return checks
+
+    def summary(self, checks: list[Check]) -> str:
+        f = self.figures
+        passed = sum(c.ok for c in checks)
+        faults = ", ".join(f"{k} {v}" for k, v in sorted(f.wats_faults.items())) or "none"
+        return (f"{passed} passed, {len(checks) - passed} failed (seed {self.seed}): {f.events} events, "
+                f"{f.crashes_survived} crashes survived, {f.broker_kills} broker kills, WATS faults: {faults}; "
+                f"lost {f.lost}, duplicate ids {f.duplicate_ids}, resent posts {f.resent_posts}")
+
+
+def _same(name: str, want: Counter, got: Counter) -> Check:
+    lost = sum((want - got).values())
+    twice = sum((got - want).values())
+    return Check(name, lost == 0 and twice == 0, f"{sum(want.values())} expected, {lost} lost, {twice} extra")
+
+
+def run(work: Path, *, seed: int, kills: int, seconds: float, **kw) -> tuple[list[Check], str]:
+    r = FaultRun(work, seed=seed, kills=kills, seconds=seconds, **kw)
+    r.start()
+    try:
+        r.inject()
+        drained = r.heal_and_drain()
+    finally:
+        r.finish()
+    print(f"drained: {drained}", file=sys.stderr)
+    checks = [Check("everything drained after the faults were healed", drained)] + r.reconcile()
+    return checks, r.summary(checks)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--kills", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=120)
+    ap.add_argument("--results", type=int, default=300)
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (journal, logs) and print where")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="fa-faults-"))
+    checks, line = run(work, seed=args.seed, kills=args.kills, seconds=args.seconds, results=args.results,
+                       serial_messages=args.results + 100)
+    if args.keep:
+        print(f"work dir: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    for c in checks:
+        print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+    print(line)
+    return 0 if all(c.ok for c in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,12 @@
+"""The fault harness in its short form: the whole agent, 50 SIGKILLs, broker kills, WATS faults and bad input at
+moments drawn from a fixed seed, then the reconciliation (see harness.py; the long form is documented there and in
+docs/faults.md)."""
+
+from tests.faults.harness import run
+
+
+def test_the_whole_agent_survives_the_faults_users_fear_and_reconciles(tmp_path):
+    checks, summary = run(tmp_path, seed=11, kills=50, seconds=90, results=200, serial_messages=300)
+    print(summary)
+    failed = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
+    assert not failed, f"{summary}\n" + "\n".join(failed)
