@@ -473,7 +473,8 @@ class Journal:
                         self._maintain(conn)
                     conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    if conn.in_transaction:  # a failed COMMIT (disk full) has rolled back already: keep its error
+                        conn.execute("ROLLBACK")
                     raise
                 break
             except sqlite3.OperationalError as e:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import signal
@@ -60,6 +61,8 @@ class Figures:
     events: int = 0
     crashes_survived: int = 0
     broker_kills: int = 0
+    disk_full: int = 0
+    died_by_itself: int = 0
     wats_faults: Counter = field(default_factory=Counter)
     lost: int = 0
     duplicate_ids: int = 0
@@ -81,6 +84,8 @@ class FaultRun:
         self.telemetry_ids: set[str] = set()
         self.pubacks: set[int] = set()  # the station's message ids the broker acknowledged
         self.agent_log = open(work / "agent.log", "ab")  # every run of the agent appends its log here
+        self.tmpfs = False
+        self.wats = self.broker = self.pty = self.consumer = None  # started in start(), stopped in finish()
 
     # ------------------------------------------------------------------------------------------------ parts
     def start(self) -> None:
@@ -126,6 +131,7 @@ reconnect_min = "0.2s"
 reconnect_max = "1s"
 """)
         self.wats.register_asset(ASSET)
+        self.tmpfs = self._mount_small_fs(self.work / "data")
         # the journal forgets what every subscriber has; an audit subscriber that never reads keeps it all for the
         # reconciliation (the agent leaves a subscriber it does not run alone: ``subscribers drop`` is for humans)
         with Journal(self.work / "data" / "journal.db") as j:
@@ -136,6 +142,15 @@ reconnect_max = "1s"
         assert wait_for(lambda: source_status(self.cfg, "mqtt:mqtt").get("online"), 30), \
             "the agent never subscribed: " + (self.work / "agent.log").read_text()[-2000:]
         threading.Thread(target=self._station, daemon=True).start()
+
+    @staticmethod
+    def _mount_small_fs(where: Path) -> bool:
+        """The journal on a small tmpfs of its own (as root), so the harness can fill the file system under it."""
+        where.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() != 0:
+            return False
+        return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(where)],
+                              capture_output=True).returncode == 0
 
     def _start_agent(self) -> None:
         self.agent = subprocess.Popen(cli_cmd("run", "-c", str(self.cfg)), cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -203,9 +218,13 @@ reconnect_max = "1s"
                 self._kill_broker()
             if self.rng.random() < 0.3:
                 self._wats_fault()
+            if self.tmpfs and self.rng.random() < 0.06:
+                self._fill_disk()
         time.sleep(max(0.0, end - time.monotonic()))
 
     def _kill_agent(self) -> None:
+        if self.agent.poll() is not None:
+            self.figures.died_by_itself += 1
         self.agent.send_signal(signal.SIGKILL)
         self.agent.wait(10)
         self.figures.crashes_survived += 1
@@ -219,6 +238,18 @@ reconnect_max = "1s"
         time.sleep(self.rng.uniform(0.2, 2.0))
         self.broker.start()
         self.figures.broker_kills += 1
+
+    def _fill_disk(self) -> None:
+        """The journal's file system full for a few seconds: sources must stop acknowledging, not lose."""
+        filler = self.work / "data" / "filler"
+        try:
+            with open(filler, "wb") as f:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+        except OSError:
+            pass  # ENOSPC: full
+        self.figures.disk_full += 1
+        threading.Timer(self.rng.uniform(8, 15), lambda: filler.unlink(missing_ok=True)).start()
 
     def _wats_fault(self) -> None:
         f = self.wats.faults
@@ -238,6 +269,7 @@ reconnect_max = "1s"
 
     # ------------------------------------------------------------------------------------------------ the end
     def heal_and_drain(self, timeout: float = 180) -> bool:
+        (self.work / "data" / "filler").unlink(missing_ok=True)
         self.wats.up = True
         self.wats.faults.rate_limit_next = self.wats.faults.unavailable_next = 0
         self.wats.faults.slow_next = self.wats.faults.reset_after_read_next = 0
@@ -261,11 +293,15 @@ reconnect_max = "1s"
             self.agent.send_signal(signal.SIGTERM)
             self.agent.wait(30)
         time.sleep(1.0)  # the consumer takes what is still on its way
-        self.consumer.loop_stop()
-        self.pty.close()
-        self.broker.stop()
-        self.wats.close()
+        for part, stop in ((self.consumer, "loop_stop"), (self.pty, "close"), (self.broker, "stop"),
+                           (self.wats, "close")):
+            if part is not None:
+                getattr(part, stop)()
         self.agent_log.close()
+
+    def unmount(self) -> None:
+        if self.tmpfs:
+            subprocess.run(["umount", "-l", str(self.work / "data")], capture_output=True)
 
     def reconcile(self) -> list[Check]:
         journal = events(self.cfg)
@@ -332,10 +368,13 @@ reconnect_max = "1s"
 
     def summary(self, checks: list[Check]) -> str:
         f = self.figures
+        log = (self.work / "agent.log").read_text(errors="replace")
+        refused = log.count("database or disk is full")
         passed = sum(c.ok for c in checks)
         faults = ", ".join(f"{k} {v}" for k, v in sorted(f.wats_faults.items())) or "none"
         return (f"{passed} passed, {len(checks) - passed} failed (seed {self.seed}): {f.events} events, "
-                f"{f.crashes_survived} crashes survived, {f.broker_kills} broker kills, WATS faults: {faults}; "
+                f"{f.crashes_survived} crashes survived, {f.broker_kills} broker kills, {f.disk_full} disk full "
+                f"({f'{refused} writes refused' if self.tmpfs else 'not as root: not injected'}), WATS faults: {faults}; "
                 f"lost {f.lost}, duplicate ids {f.duplicate_ids}, resent posts {f.resent_posts}")
 
 
@@ -347,14 +386,18 @@ def _same(name: str, want: Counter, got: Counter) -> Check:
 
 def run(work: Path, *, seed: int, kills: int, seconds: float, **kw) -> tuple[list[Check], str]:
     r = FaultRun(work, seed=seed, kills=kills, seconds=seconds, **kw)
-    r.start()
     try:
-        r.inject()
-        drained = r.heal_and_drain()
+        try:
+            r.start()
+            r.inject()
+            drained = r.heal_and_drain()
+        finally:
+            r.finish()
+        checks = [Check("everything drained after the faults were healed", drained),
+                  Check("the agent never died by itself", r.figures.died_by_itself == 0,
+                        f"{r.figures.died_by_itself} times")] + r.reconcile()
     finally:
-        r.finish()
-    print(f"drained: {drained}", file=sys.stderr)
-    checks = [Check("everything drained after the faults were healed", drained)] + r.reconcile()
+        r.unmount()
     return checks, r.summary(checks)
 
 

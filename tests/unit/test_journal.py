@@ -228,3 +228,36 @@ def test_dead_letters_keep_events_and_raw_input(journal):
     assert [r.id for r in journal.retries_for("wats")] == [a]
     assert journal.drop_dead_letters([b]) == 1
     assert [r.id for r in journal.dead_letters()] == [a]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs to fill (needs root)")
+def test_a_full_disk_is_reported_as_such_and_the_journal_writes_again_once_there_is_room(tmp_path):
+    """SQLite rolls a transaction back itself when a COMMIT finds the disk full; rolling back again hid the real
+    error behind "cannot rollback - no transaction is active" (found by the fault harness filling the journal's
+    file system)."""
+    import subprocess
+
+    from agent.events.journal import JournalError
+
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(fs)], check=True)
+    try:
+        j = Journal(fs / "j.db")
+        filler = fs / "filler"
+        try:
+            with open(filler, "wb") as f:
+                while True:
+                    f.write(b"\0" * 4096)
+        except OSError:
+            pass
+        big = {"unit_id": "X" * 20000, "result": "pass", "start_time": "2026-11-22T10:00:00Z"}
+        with pytest.raises(JournalError) as err:
+            for _ in range(200):
+                j.append([Event.create("test.result", big, source="t")])
+        assert "full" in str(err.value) and "cannot rollback" not in str(err.value), err.value
+        filler.unlink()
+        j.append([Event.create("test.result", big, source="t")])  # room again: it writes
+        j.close()
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], check=True)
