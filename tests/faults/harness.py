@@ -71,10 +71,12 @@ class Figures:
 
 class FaultRun:
     def __init__(self, work: Path, *, seed: int, kills: int, seconds: float, results: int = 300,
-                 serial_messages: int = 400) -> None:
+                 serial_messages: int = 400, spread: float = 0.5, audit: bool = True) -> None:
+        """The load is spread over the first ``spread`` of the run (the rest drains under faults); ``audit``
+        keeps every event in the journal for the reconciliation."""
         self.work, self.seed, self.kills, self.seconds = work, seed, kills, seconds
         self.rng = random.Random(seed)
-        self.results, self.serial_messages = results, serial_messages
+        self.results, self.serial_messages, self.spread, self.audit = results, serial_messages, spread, audit
         self.poison_units = {f"POISON-{i}" for i in range(0, results, 50)}
         self.bad_payloads = 0
         self.figures = Figures()
@@ -93,7 +95,7 @@ class FaultRun:
         self.wats.faults.poison_serials = set(self.poison_units)
         self.broker = Mosquitto(self.work / "broker", extra="autosave_on_changes true\n").start()
         self.pty = PtyFixture(self.work / "ttyFIXTURE", seed=self.seed)
-        self.controller = JsonLinesController(self.pty, interval=self.seconds / self.serial_messages / 2,
+        self.controller = JsonLinesController(self.pty, interval=self.seconds * self.spread / self.serial_messages,
                                               mangle_rate=0.01, resend_after=0.5, count=self.serial_messages)
         threading.Thread(target=self.controller.run, daemon=True).start()
         token = self.work / "wats.token"
@@ -134,8 +136,9 @@ reconnect_max = "1s"
         self.tmpfs = self._mount_small_fs(self.work / "data")
         # the journal forgets what every subscriber has; an audit subscriber that never reads keeps it all for the
         # reconciliation (the agent leaves a subscriber it does not run alone: ``subscribers drop`` is for humans)
-        with Journal(self.work / "data" / "journal.db") as j:
-            j.register_subscriber("audit")
+        if self.audit:
+            with Journal(self.work / "data" / "journal.db") as j:
+                j.register_subscriber("audit")
         self._start_telemetry_consumer()
         self._start_agent()
         # the agent's session must exist before a station publishes: the broker queues only for known sessions
@@ -170,7 +173,7 @@ reconnect_max = "1s"
             if self.rng.random() < 0.05:
                 self._publish(client, f"testers/{STATION}/results", b"{not json")
                 self.bad_payloads += 1
-            time.sleep(self.seconds / self.results / 2)
+            time.sleep(self.seconds * self.spread / self.results)
         client.loop_stop()
 
     def _publish(self, client: mqtt.Client, topic: str, payload: bytes) -> None:

@@ -1,0 +1,76 @@
+"""Soak: the agent under a steady mixed load for a long time, sampled every minute. Not in CI.
+
+Load: a fixture controller on a pseudo-terminal (counters, self-tests, state, faults), a test station publishing
+results to mosquitto, the WATS uplink to the stand-in and MQTT telemetry, all as in the fault harness but without
+faults. Every ``--every`` seconds it samples the agent's RSS, open files, threads, CPU and the journal's size, and
+prints one JSON line; at the end a summary with the first-to-last change of each (flat lines expected: a leak shows
+as a slope, not a level).
+
+    .venv/bin/python bench/soak.py --minutes 120            # the long form
+    .venv/bin/python bench/soak.py --minutes 2 --every 10   # a look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.faults.harness import FaultRun  # noqa: E402
+
+
+def sample(pid: int, journal: Path) -> dict:
+    status = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status") if ":" in line)
+    stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    size = sum(p.stat().st_size for p in journal.parent.glob(journal.name + "*") if p.exists())
+    return {"t": round(time.time()), "rss_mb": round(int(status["VmRSS"].split()[0]) / 1024, 1),
+            "open_files": len(os.listdir(f"/proc/{pid}/fd")), "threads": int(status["Threads"]),
+            "cpu_s": round((int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK"), 1),
+            "journal_mb": round(size / 1e6, 2)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=60)
+    ap.add_argument("--every", type=float, default=60, help="seconds between samples")
+    ap.add_argument("--rate", type=float, default=5, help="station results per second (the fixture adds as many)")
+    args = ap.parse_args()
+    seconds = args.minutes * 60
+    n = max(10, int(seconds * args.rate))
+    work = Path(tempfile.mkdtemp(prefix="fa-soak-"))
+    run = FaultRun(work, seed=1, kills=0, seconds=seconds, results=n, serial_messages=n, spread=1.0, audit=False)
+    samples = []
+    try:
+        run.start()
+        journal = work / "data" / "journal.db"
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            s = sample(run.agent.pid, journal)
+            samples.append(s)
+            print(json.dumps(s), flush=True)
+            threading.Event().wait(min(args.every, max(0.0, end - time.monotonic())))
+        samples.append(sample(run.agent.pid, journal))
+    finally:
+        run.finish()
+        run.unmount()
+        shutil.rmtree(work, ignore_errors=True)
+    first, last = samples[1] if len(samples) > 2 else samples[0], samples[-1]  # after the first minute's warm-up
+    print(json.dumps({"minutes": args.minutes, "samples": len(samples),
+                      "change": {k: round(last[k] - first[k], 2) for k in ("rss_mb", "open_files", "threads",
+                                                                            "journal_mb")},
+                      "cpu_fraction_of_one_core": round((last["cpu_s"] - first["cpu_s"])
+                                                        / max(1, last["t"] - first["t"]), 4)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
