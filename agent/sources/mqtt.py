@@ -261,7 +261,17 @@ class MqttSource(BaseTransport):
                     break
             with self._qos0_lock:
                 self._qos0_waiting -= sum(1 for b in batch if b.msg.qos == 0)
-            self.ingest(batch)
+            attempt = 0
+            while not self._stop.is_set():
+                try:
+                    self.ingest(batch)
+                    break
+                except Exception as e:  # noqa: BLE001 - a dead letter the journal refused (disk full): later, again
+                    attempt += 1
+                    self._report_error(e)
+                    log.error("source %s: batch of %d not taken (%s: %s); trying it again", self.name, len(batch),
+                              type(e).__name__, e)
+                    self._stop.wait(backoff_delay(attempt, initial=1.0, maximum=30.0))
 
     def ingest(self, batch: list[Inbound]) -> None:
         """Journal a batch in one transaction, then acknowledge every message in it. A message that cannot become

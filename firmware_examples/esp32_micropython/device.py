@@ -41,7 +41,10 @@ class Device:
 
     def run(self):
         while True:
-            self.step()
+            try:
+                self.step()
+            except Exception as e:  # flash full, a driver error: say it and go on; the counter keeps counting
+                print("device: step failed:", repr(e))
             sleep_ms(LOOP_MS)
 
     def step(self):

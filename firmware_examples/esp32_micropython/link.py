@@ -14,6 +14,7 @@ import payloads
 from clock import ticks_add, ticks_diff, ticks_ms
 
 KEEPALIVE_S = 60
+PUBACK_TIMEOUT_S = 5
 
 
 class Link:
@@ -40,7 +41,12 @@ class Link:
             return self.client is not None
         if ticks_diff(ticks_ms(), self.next_try) < 0:
             return False
-        if not self._wifi():
+        try:
+            joined = self._wifi()
+        except OSError as e:  # the driver refuses a connect while it is still joining: look again later
+            joined = False
+            print("wifi:", e)
+        if not joined:
             self._backoff("wifi not connected")
             return False
         client = MQTTClient(self.device_id.encode(), self.cfg["broker_host"], self.cfg.get("broker_port", 1883),
@@ -68,6 +74,9 @@ class Link:
         if self.client is None:
             return False
         try:
+            # umqtt.simple has no timeouts of its own: without one a half-open connection (the access point lost
+            # power, no reset ever comes) would hold the loop until TCP gives up, minutes later
+            self.client.sock.settimeout(PUBACK_TIMEOUT_S)
             self.client.publish(topic.encode(), payload.encode(), retain, 1)
             return True
         except Exception as e:
@@ -91,7 +100,8 @@ class Link:
     def _wifi(self):
         if not self.wlan.isconnected():
             self.wlan.active(True)
-            self.wlan.connect(self.cfg["wifi_ssid"], self.cfg["wifi_password"])
+            if self.wlan.status() != getattr(network, "STAT_CONNECTING", -1):  # it is already trying: let it
+                self.wlan.connect(self.cfg["wifi_ssid"], self.cfg["wifi_password"])
             return False  # joining takes seconds: look again at the next attempt
         if not self.clock_set:
             self.clock_set = _set_clock(self.cfg.get("ntp_host"))

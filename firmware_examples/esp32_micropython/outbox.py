@@ -76,6 +76,10 @@ class Outbox:
         n, torn = 0, False
         try:
             with open(self.path) as f:
+                if self.pos:  # an offset must be at a line start inside the file, or it is not this file's
+                    f.seek(self.pos - 1)
+                    if f.read(1) != "\n":
+                        self.pos = 0
                 f.seek(self.pos)
                 for line in f:
                     torn = not line.endswith("\n")
@@ -98,7 +102,8 @@ class Outbox:
         os.rename(tmp, self.path)  # littlefs (the ESP32 default) replaces the old file in one step
 
     def _remove(self):
-        for p in (self.path, self.pos_path):
+        # the offset first: a power cut between the two must not leave an offset into a file that is then rebuilt
+        for p in (self.pos_path, self.path):
             try:
                 os.remove(p)
             except OSError:

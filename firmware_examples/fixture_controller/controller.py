@@ -31,7 +31,7 @@ class Controller:
         self.link = SerialLink(uart, cfg.get("resend_ms", 2000), cfg.get("buffer_messages", 64))
         self.counter = Counter(cfg.get("counter_pin", 15), cfg.get("debounce_ms", 30), state_dir + "/counters.json")
         self.lid = Pin(cfg.get("lid_pin", 14), Pin.IN, Pin.PULL_UP)
-        self.vacuum = ADC(Pin(cfg.get("vacuum_adc_pin", 26)))
+        self.vacuum = ADC(Pin(cfg.get("vacuum_adc_pin", 26)))  # on an ESP32 add atten=ADC.ATTN_11DB (0-3.3 V)
         self.supply = ADC(Pin(cfg.get("supply_adc_pin", 27)))
         self.schedule = Schedule({"counters": int(cfg.get("counters_every_s", 1) * 1000),
                                   "selftest": int(cfg.get("selftest_every_s", 3600) * 1000)})
@@ -45,7 +45,10 @@ class Controller:
 
     def run(self):
         while True:
-            self.step()
+            try:
+                self.step()
+            except Exception as e:  # flash full, a driver error: say it and go on; what is kept is resent
+                print("controller: step failed:", repr(e))
             sleep_ms(LOOP_MS)
 
     def step(self):
@@ -70,7 +73,7 @@ class Controller:
                             "reason": "lid closed" if closed else "lid open"})
 
     def _vacuum(self):
-        low = self.vacuum.read_uv() < self.cfg.get("vacuum_low_mv", 1200) * 1000
+        low = _mv(self.vacuum) < self.cfg.get("vacuum_low_mv", 1200)
         if low != self.vacuum_fault:
             self.vacuum_fault = low
             self.link.send({"type": "fault", "code": "E17", "message": "vacuum low", "severity": "warning",
@@ -78,10 +81,15 @@ class Controller:
 
     def _selftest(self):
         t0 = ticks_ms()
-        vcc = round(self.supply.read_uv() / 1e6 * 2, 3)  # a 1:2 divider from the 3V3 rail
+        vcc = round(_mv(self.supply) / 1000 * 2, 3)  # a 1:2 divider from the 3V3 rail
         steps = [{"name": "VCC", "value": vcc, "unit": "V", "low": 3.2, "high": 3.4},
-                 {"name": "Vacuum sensor", "value": round(self.vacuum.read_uv() / 1000), "unit": "mV",
+                 {"name": "Vacuum sensor", "value": round(_mv(self.vacuum)), "unit": "mV",
                   "low": 100, "high": 3200}]
         ok = all(s["low"] <= s["value"] <= s["high"] for s in steps)
         self.link.send({"type": "selftest", "result": "pass" if ok else "fail",
                         "duration_ms": ticks_diff(ticks_ms(), t0), "steps": steps})
+
+
+def _mv(adc):
+    """Millivolts from a 16-bit reading against 3.3 V: ``read_u16`` is on every port (the Pico has no read_uv)."""
+    return adc.read_u16() * 3300 / 65535

@@ -1,7 +1,7 @@
 """Actuation counts from a debounced GPIO input, counted in the interrupt and kept in flash across resets.
 
 The interrupt handler only counts (no allocation, no I/O); the main loop folds the count into the absolute
-totals and saves them. Presses closer together than ``debounce_ms`` are contact bounce, not actuations.
+totals and saves them. Edges closer together than ``debounce_ms`` are contact bounce, on pressing and on release.
 """
 import json
 import os
@@ -19,13 +19,16 @@ class Counter:
         self._pending = 0
         self._last_edge = None
         self.pin = Pin(pin, Pin.IN, Pin.PULL_UP)  # a switch to GND: idle high, a press is a falling edge
-        self.pin.irq(trigger=Pin.IRQ_FALLING, handler=self._edge)
+        # both edges: a release that bounces makes falling edges too, and must not count as a press
+        self.pin.irq(trigger=Pin.IRQ_FALLING | Pin.IRQ_RISING, handler=self._edge)
 
     def _edge(self, pin):
+        """A press is a falling edge after ``debounce_ms`` of quiet; every edge, up or down, restarts the quiet."""
         now = ticks_ms()
-        if self._last_edge is None or ticks_diff(now, self._last_edge) >= self.debounce_ms:
-            self._pending += 1
+        quiet = self._last_edge is None or ticks_diff(now, self._last_edge) >= self.debounce_ms
         self._last_edge = now
+        if quiet and pin.value() == 0:
+            self._pending += 1
 
     def take(self):
         """Fold new presses into the totals; True if there were any (the totals are then saved)."""

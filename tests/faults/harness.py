@@ -75,7 +75,9 @@ class FaultRun:
         """The load is spread over the first ``spread`` of the run (the rest drains under faults); ``audit``
         keeps every event in the journal for the reconciliation."""
         self.work, self.seed, self.kills, self.seconds = work, seed, kills, seconds
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # the fault schedule
+        self.station_rng = random.Random(seed + 1)  # the station's bad payloads: its own, or threads reorder draws
+        self.stopped_cleanly = False
         self.results, self.serial_messages, self.spread, self.audit = results, serial_messages, spread, audit
         self.poison_units = {f"POISON-{i}" for i in range(0, results, 50)}
         self.bad_payloads = 0
@@ -170,7 +172,7 @@ reconnect_max = "1s"
                    "steps": [{"name": "VCC", "value": 3.3, "unit": "V", "low": 3.2, "high": 3.4}]}
             self._publish(client, f"testers/{STATION}/results", json.dumps(doc).encode())
             self.published[unit] += 1
-            if self.rng.random() < 0.05:
+            if self.station_rng.random() < 0.05:
                 self._publish(client, f"testers/{STATION}/results", b"{not json")
                 self.bad_payloads += 1
             time.sleep(self.seconds * self.spread / self.results)
@@ -277,6 +279,7 @@ reconnect_max = "1s"
         self.wats.faults.rate_limit_next = self.wats.faults.unavailable_next = 0
         self.wats.faults.slow_next = self.wats.faults.reset_after_read_next = 0
         if self.agent.poll() is not None:
+            self.figures.died_by_itself += 1
             self._start_agent()
 
         def drained() -> bool:
@@ -286,7 +289,13 @@ reconnect_max = "1s"
                 subs = status(self.cfg)["subscribers"]
             except AssertionError:  # the CLI could not read the journal at this instant
                 return False
-            return all(s["backlog"] == 0 for s in subs if s["name"] != "audit")
+            if any(s["backlog"] for s in subs if s["name"] != "audit"):
+                return False
+            journal = events(self.cfg)  # and what is on its way from the broker, to the consumer
+            station = sum(1 for e in journal if e["event_type"] == "test.result"
+                          and e["payload"].get("fixture_id") == STATION)
+            return station >= sum(self.published.values()) and \
+                {e["metadata"]["event_id"] for e in journal} <= self.telemetry_ids
 
         return wait_for(drained, timeout, interval=1.0)
 
@@ -294,12 +303,19 @@ reconnect_max = "1s"
         self.stop.set()
         if self.agent and self.agent.poll() is None:
             self.agent.send_signal(signal.SIGTERM)
-            self.agent.wait(30)
-        time.sleep(1.0)  # the consumer takes what is still on its way
+            try:
+                self.stopped_cleanly = self.agent.wait(30) == 0
+            except subprocess.TimeoutExpired:
+                self.agent.kill()
+                self.agent.wait(10)
         for part, stop in ((self.consumer, "loop_stop"), (self.pty, "close"), (self.broker, "stop"),
                            (self.wats, "close")):
-            if part is not None:
+            if part is None:
+                continue
+            try:
                 getattr(part, stop)()
+            except Exception as e:  # noqa: BLE001 - stop the others all the same
+                print(f"harness: stopping {type(part).__name__}: {e!r}", file=sys.stderr)
         self.agent_log.close()
 
     def unmount(self) -> None:
@@ -397,6 +413,7 @@ def run(work: Path, *, seed: int, kills: int, seconds: float, **kw) -> tuple[lis
         finally:
             r.finish()
         checks = [Check("everything drained after the faults were healed", drained),
+                  Check("the agent stopped cleanly on SIGTERM at the end", r.stopped_cleanly),
                   Check("the agent never died by itself", r.figures.died_by_itself == 0,
                         f"{r.figures.died_by_itself} times")] + r.reconcile()
     finally:

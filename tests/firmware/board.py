@@ -19,10 +19,11 @@ HERE = Path(__file__).resolve().parent
 
 class Board:
     def __init__(self, firmware: Path, flash: Path, config: dict, *, uart_fds: dict[int, int] | None = None,
-                 world: list[str] | None = None) -> None:
+                 world: list[str] | None = None, umqtt: bool = True) -> None:
         """``uart_fds``: UART id → an fd of this process it is wired to (a pty master); ``world``: commands that
-        hold before power-on (what the ADC pins read, which switches are closed)."""
+        hold before power-on (what the ADC pins read, which switches are closed); ``umqtt``: install umqtt.simple."""
         self.firmware, self.flash, self.uart_fds, self.world = firmware, flash, uart_fds or {}, world or []
+        self.umqtt = umqtt
         flash.mkdir(parents=True, exist_ok=True)
         (flash / "config.json").write_text(json.dumps(config))
         self.proc: subprocess.Popen | None = None
@@ -34,7 +35,7 @@ class Board:
         the firmware printed that it is up (its interrupts are set: a press before that is lost, as on a board)."""
         since = len(self.output)
         args = [sys.executable, str(HERE / "run_board.py"), str(self.firmware), str(self.flash),
-                str(umqtt_simple_dir())] + [f"{k}=fd:{v}" for k, v in self.uart_fds.items()]
+                str(umqtt_simple_dir()) if self.umqtt else ""] + [f"{k}=fd:{v}" for k, v in self.uart_fds.items()]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, pass_fds=tuple(self.uart_fds.values()),
                                      env={**os.environ, "PYTHONUNBUFFERED": "1", "BOARD_WORLD": ";".join(self.world)})

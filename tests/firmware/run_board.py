@@ -7,7 +7,7 @@ the working directory), ``main.py`` run at boot, stand-ins for ``machine`` and `
     level <pin> <0|1>      a switch on an input closes (0, to GND) or opens (1)
     wifi up|down           the access point comes and goes
 
-    python run_board.py <firmware dir> <flash dir> <umqtt dir> [<uart id>=<path or fd:N> ...]
+    python run_board.py <firmware dir> <flash dir> <umqtt dir or ""> [<uart id>=<path or fd:N> ...]
 
 ``BOARD_WORLD`` (commands separated by ``;``) is how the world is before power-on.
 """
@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-firmware, flash, umqtt_dir = (os.path.abspath(p) for p in sys.argv[1:4])
+firmware, flash, umqtt_dir = (os.path.abspath(p) if p else "" for p in sys.argv[1:4])
 # the stand-ins, umqtt, the example, and the modules the examples share (copied onto the board beside them)
-sys.path[:0] = [str(HERE / "micropython"), umqtt_dir, firmware, os.path.join(firmware, "..", "micropython_common")]
+sys.path[:0] = [p for p in (str(HERE / "micropython"), umqtt_dir, firmware,
+                             os.path.join(firmware, "..", "micropython_common")) if p]
 os.chdir(flash)
 
 import machine  # noqa: E402  (the stand-in, found first on the path set above)
@@ -36,11 +37,11 @@ for spec in sys.argv[4:]:
 
 
 def press(pin: int, n: int) -> None:
+    """n presses of a bouncing contact: it bounces when it closes and again when it opens."""
     for _ in range(n):
-        for level in (0, 1, 0, 1):  # a bouncing contact: two falling edges a millisecond apart, one press
+        for level, hold in ((0, 0.001), (1, 0.001), (0, 0.05), (1, 0.001), (0, 0.001), (1, 0.05)):
             machine.drive(pin, level)
-            time.sleep(0.001)
-        time.sleep(0.02)
+            time.sleep(hold)
 
 
 def world(line: str) -> str:

@@ -26,9 +26,11 @@ def umqtt_simple_dir() -> Path:
     """A directory holding ``umqtt/simple.py``: put it on ``sys.path``."""
     if (CACHE / "umqtt" / "simple.py").exists():
         return CACHE
-    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", RELEASE, "-d", str(CACHE / "dl")],
-                          capture_output=True, text=True)
-    urls = re.findall(r"https?://\S+?\.tar\.gz", proc.stdout + proc.stderr)
+    # -vvv and no cache: pip names a file host's files by name only at normal verbosity, and says "Using cached"
+    # for one it has; the links it found on the index page are logged in full only at debug level
+    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "-vvv", RELEASE,
+                           "-d", str(CACHE / "dl")], capture_output=True, text=True)
+    urls = re.findall(r"https?://\S+?/micropython-umqtt\.simple-1\.3\.4\.tar\.gz", proc.stdout + proc.stderr)
     if not urls:
         raise RuntimeError(f"pip found no sdist for {RELEASE}:\n{proc.stdout}{proc.stderr}")
     data = urllib.request.urlopen(urls[0], timeout=60).read()

@@ -241,7 +241,8 @@ def test_a_full_disk_is_reported_as_such_and_the_journal_writes_again_once_there
 
     fs = tmp_path / "fs"
     fs.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(fs)], check=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(fs)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (a container without CAP_SYS_ADMIN)")
     try:
         j = Journal(fs / "j.db")
         filler = fs / "filler"

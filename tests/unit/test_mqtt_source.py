@@ -11,6 +11,7 @@ import pytest
 from agent.config import ConfigError, parse_config
 from agent.events import EventBus, Journal
 from agent.sources.mqtt import DeviceRateLimit, Inbound, MqttSource
+from tests.conftest import wait_for
 
 
 def msg(topic, payload, *, dup=False, qos=1, mid=1):
@@ -178,3 +179,37 @@ def test_source_and_sink_on_one_broker_cannot_share_a_client_id():
     with pytest.raises(ConfigError, match="client_id"):
         parse_config('[agent]\nstation = "s"\n[sources.mqtt]\nname = "telemetry"\n[sinks.mqtt]\n')
     parse_config('[agent]\nstation = "s"\n[sources.mqtt]\nname = "telemetry"\n[sinks.mqtt]\nhost = "plant"\n')
+
+
+def test_a_dead_letter_the_journal_refuses_does_not_end_the_ingest_thread(journal, monkeypatch):
+    """A full disk refusing a bad message's dead letter used to raise out of the worker thread: ingest stopped
+    until a restart (found in review of the fault harness's disk-full injection)."""
+    import threading
+
+    from agent.events.journal import JournalError
+
+    src, bus = source(journal)
+    real = bus.dead_letters.add_bad_input
+    refusals = []
+
+    def full(*a, **kw):
+        if len(refusals) < 2:
+            refusals.append(1)
+            raise JournalError("journal j.db: write failed: database or disk is full")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(bus.dead_letters, "add_bad_input", full)
+    monkeypatch.setattr("agent.sources.mqtt.backoff_delay", lambda *a, **k: 0.01)
+    worker = threading.Thread(target=src._work, daemon=True)
+    worker.start()
+    try:
+        for item in batch(msg("assets/FX-1/counters", b"{not json", mid=1)):
+            src._inbox.put(item)
+        assert wait_for(lambda: len(journal.dead_letters()) == 1, 5)
+        for item in batch(msg("assets/FX-1/counters", COUNTERS, mid=2)):
+            src._inbox.put(item)
+        assert wait_for(lambda: len(journal.read_after(0, 100)) == 1, 5)  # and it goes on ingesting
+        assert worker.is_alive() and len(refusals) == 2
+    finally:
+        src._stop.set()
+        worker.join(5)

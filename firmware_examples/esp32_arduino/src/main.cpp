@@ -23,10 +23,13 @@ static bool counters_dirty = true;
 static char topic[96], payload[1024];
 static fp_outbox outbox;  // in LittleFS, reached through the VFS at /littlefs
 
-static void IRAM_ATTR on_press() {
+// Both edges: a press is a falling edge after 30 ms of quiet; every edge, on pressing and on release, restarts the
+// quiet, so a release that bounces is not a second press.
+static void IRAM_ATTR on_edge() {
     uint32_t now = millis();
-    if (now - last_edge_ms > 30) pending_presses++;  // 30 ms debounce
+    bool quiet = now - last_edge_ms >= 30;
     last_edge_ms = now;
+    if (quiet && digitalRead(COUNTER_PIN) == LOW) pending_presses++;
 }
 
 static bool publish(const char *kind, const char *family, bool retain, int len) {
@@ -57,8 +60,9 @@ static void send_waiting() {
 
 // Never blocks the loop: one attempt when it is due, so counting and the outbox carry on while the broker is away.
 static void keep_connected() {
-    static uint32_t delay_ms = 1000, next_attempt = 0;
-    if (mqtt.connected() || (int32_t)(millis() - next_attempt) < 0) return;
+    static uint32_t delay_ms = 1000, last_attempt = 0, wait_ms = 0;  // unsigned differences: millis() may wrap
+    if (mqtt.connected() || millis() - last_attempt < wait_ms) return;
+    last_attempt = millis();
     if (WiFi.status() != WL_CONNECTED) {
         WiFi.begin(WIFI_SSID, WIFI_PASSWORD);  // joining takes seconds: look again at the next attempt
     } else {
@@ -72,10 +76,11 @@ static void keep_connected() {
             if (outbox.dropped) Serial.printf("outbox: %u oldest messages dropped while offline\n", outbox.dropped);
             outbox.dropped = 0;
             delay_ms = 1000;
+            wait_ms = 0;  // the next drop is retried at once
             return;
         }
     }
-    next_attempt = millis() + delay_ms + esp_random() % (delay_ms / 5 + 1);  // backoff with jitter, up to a minute
+    wait_ms = delay_ms + esp_random() % (delay_ms / 5 + 1);  // backoff with jitter, up to a minute
     delay_ms = delay_ms < 60000 ? delay_ms * 2 : 60000;
 }
 
@@ -101,7 +106,7 @@ void setup() {
     running_count = prefs.getUInt("running", 0);  // counters survive a reset (flash, written on change)
     total_count = prefs.getUInt("total", 0);
     pinMode(COUNTER_PIN, INPUT_PULLUP);
-    attachInterrupt(digitalPinToInterrupt(COUNTER_PIN), on_press, FALLING);
+    attachInterrupt(digitalPinToInterrupt(COUNTER_PIN), on_edge, CHANGE);
     mqtt.setServer(MQTT_HOST, MQTT_PORT);
     mqtt.setBufferSize(1024);
     WiFi.mode(WIFI_STA);
@@ -117,8 +122,8 @@ void loop() {
     if (presses) {
         running_count += presses;
         total_count += presses;
+        prefs.putUInt("total", total_count);  // total first: a power cut in between never leaves running > total
         prefs.putUInt("running", running_count);
-        prefs.putUInt("total", total_count);
         counters_dirty = true;
     }
     if (counters_dirty) {  // absolute values: a lost message is repaired by the next one

@@ -66,8 +66,11 @@ class ADC:
     def __init__(self, pin: Pin, atten: int = 0) -> None:
         self.pin = pin.id
 
-    def read_uv(self) -> int:
+    def read_uv(self) -> int:  # ESP32 only
         return _uv.get(self.pin, 0)
+
+    def read_u16(self) -> int:  # every port; full scale 3.3 V
+        return min(65535, _uv.get(self.pin, 0) * 65535 // 3_300_000)
 
 
 def set_uv(pin: int, microvolts: int) -> None:

@@ -3,6 +3,7 @@ took the access point away (``link_up = False``)."""
 from __future__ import annotations
 
 STA_IF, AP_IF = 0, 1
+STAT_IDLE, STAT_CONNECTING, STAT_GOT_IP = 1000, 1001, 1010
 link_up = True
 
 
@@ -18,6 +19,9 @@ class WLAN:
 
     def connect(self, ssid: str, key: str | None = None) -> None:
         self._joined = self._active and link_up
+
+    def status(self) -> int:
+        return STAT_GOT_IP if self.isconnected() else STAT_IDLE
 
     def isconnected(self) -> bool:
         self._joined = self._joined and link_up

@@ -63,6 +63,9 @@ int fp_outbox_open(fp_outbox *o, const char *dir, unsigned limit) {
     char line[FP_OUTBOX_LINE];
     long len;
     bool torn = false;
+    if (o->pos > 0) {  // an offset must be at a line start inside the file, or it is not this file's
+        if (fseek(f, o->pos - 1, SEEK_SET) != 0 || fgetc(f) != '\n') o->pos = 0;
+    }
     fseek(f, o->pos, SEEK_SET);
     while ((len = line_at(f, line, sizeof line)) != 0) {
         if (len < 0) {
@@ -119,8 +122,8 @@ int fp_outbox_pop(fp_outbox *o) {
     o->pos += len;
     o->count--;
     if (!o->count) {
+        remove(o->pos_path);  // the offset first: it must never outlive its file
         remove(o->path);
-        remove(o->pos_path);
         o->pos = 0;
         return 0;
     }
