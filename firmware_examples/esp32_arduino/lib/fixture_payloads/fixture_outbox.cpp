@@ -92,14 +92,20 @@ int fp_outbox_append(fp_outbox *o, const char *topic, const char *payload) {
     return 0;
 }
 
-int fp_outbox_peek(fp_outbox *o, char *topic, size_t topic_n, char *payload, size_t payload_n) {
-    if (!o->count) return 0;
+// The oldest waiting line into buf: as line_at, or -1 if the file cannot be read.
+static long read_oldest(const fp_outbox *o, char *buf, size_t n) {
     FILE *f = fopen(o->path, "r");
     if (!f) return -1;
-    char line[FP_OUTBOX_LINE];
     fseek(f, o->pos, SEEK_SET);
-    long len = line_at(f, line, sizeof line);
+    long len = line_at(f, buf, n);
     fclose(f);
+    return len;
+}
+
+int fp_outbox_peek(fp_outbox *o, char *topic, size_t topic_n, char *payload, size_t payload_n) {
+    if (!o->count) return 0;
+    char line[FP_OUTBOX_LINE];
+    long len = read_oldest(o, line, sizeof line);
     char *tab = len > 0 ? strchr(line, '\t') : NULL;
     if (!tab) return -1;
     *tab = '\0';
@@ -112,12 +118,8 @@ int fp_outbox_peek(fp_outbox *o, char *topic, size_t topic_n, char *payload, siz
 
 int fp_outbox_pop(fp_outbox *o) {
     if (!o->count) return 0;
-    FILE *f = fopen(o->path, "r");
-    if (!f) return -1;
     char line[FP_OUTBOX_LINE];
-    fseek(f, o->pos, SEEK_SET);
-    long len = line_at(f, line, sizeof line);
-    fclose(f);
+    long len = read_oldest(o, line, sizeof line);
     if (len <= 0) return -1;
     o->pos += len;
     o->count--;
