@@ -105,6 +105,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "max_bytes": stats.max_bytes, "file_bytes": stats.file_bytes, "first_seq": stats.first_seq,
             "last_seq": stats.last_seq, "evicted": stats.evicted, "refused": stats.refused,
             "stale_results": stats.stale_results, "corrupt_files": stats.corrupt_files,
+            "salvage": stats.salvage,
         },
         "subscribers": stats.subscribers,
         "dead_letters": stats.dead_letters,
@@ -124,6 +125,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     ]
     if stats.corrupt_files:
         lines.append(f"  !! JOURNAL WAS CORRUPT and moved aside: {', '.join(stats.corrupt_files)}")
+        if stats.salvage:
+            lines.append(f"     {stats.salvage['summary']}")
     if stats.evicted:
         lines.append("  evicted    " + ", ".join(f"{k}={v}" for k, v in sorted(stats.evicted.items())))
     if stats.refused:

@@ -174,7 +174,8 @@ class Agent:
             problems.append("journal writer has stopped")
         stats = self.journal.stats()
         if stats.corrupt_files:
-            warnings.append(f"journal was corrupt and moved aside: {', '.join(stats.corrupt_files)}")
+            salvage = f" ({stats.salvage['summary']})" if stats.salvage else ""
+            warnings.append(f"journal was corrupt and moved aside: {', '.join(stats.corrupt_files)}{salvage}")
         if stats.used_bytes > 0.9 * stats.max_bytes:
             warnings.append(f"journal {stats.used_bytes / stats.max_bytes:.0%} full")
         if sum(self.metrics.publish_refused.values()):

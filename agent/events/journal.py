@@ -188,6 +188,7 @@ class JournalStats:
     evicted: dict[str, int] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
     corrupt_files: list[str] = field(default_factory=list)
+    salvage: dict[str, Any] | None = None  # what was read out of the last corrupt file (``salvage.py``)
     stale_results: int = 0
     sources: dict[str, Any] = field(default_factory=dict)
     counters: dict[str, Any] = field(default_factory=dict)
@@ -256,7 +257,10 @@ class Journal:
         return conn
 
     def _open_checked(self) -> sqlite3.Connection:
-        """Open, ``quick_check``, and move a corrupt file aside (never delete it) before starting a new one."""
+        """Open and ``quick_check``. A corrupt file is salvaged into a new one (``salvage.py``): every row that can
+        still be read keeps its key, so cursors, counters and undelivered events carry on; the corrupt file is
+        moved aside and kept, never deleted."""
+        self._finish_salvage_swap()
         problem = None
         if self.path.exists() and self.path.stat().st_size > 0:
             conn = None
@@ -274,32 +278,76 @@ class Journal:
                 return conn
             if conn is not None:
                 conn.close()
-            self.corrupt_file = self._move_aside(problem)
+            self._salvage(problem)
+            return self._open_checked()
         conn = self._connect()
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file: free pages go back
         self._init_schema(conn)
-        if self.corrupt_file is not None:
-            conn.execute(
-                "INSERT INTO state(key, value, updated_at) VALUES (?, ?, ?)",
-                ("journal.corrupt_file", _json(str(self.corrupt_file)), time.time()),
-            )
         return conn
 
-    def _move_aside(self, problem: str) -> Path:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+    def _salvage(self, problem: str) -> None:
+        """Copy what can be read into ``<journal>.salvage``, mark it complete by renaming, then swap it in."""
+        from .salvage import salvage
+
+        work = self.path.with_name(self.path.name + ".salvage")
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(str(work) + suffix).unlink(missing_ok=True)
+        conn = sqlite3.connect(work, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            self._init_schema(conn)
+            report = salvage(self.path, conn)
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            used = conn.execute(
+                "SELECT COALESCE((SELECT SUM(LENGTH(body)) + COUNT(*) * ? FROM events), 0)"
+                " + COALESCE((SELECT SUM(COALESCE(LENGTH(body), 0)) + COUNT(*) * ? FROM dead_letters), 0)",
+                (ROW_OVERHEAD, ROW_OVERHEAD),
+            ).fetchone()[0]
+            record = {**report.to_dict(), "problem": problem, "moved_to": str(aside)}
+            now = time.time()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'used_bytes'", (int(used),))
+            conn.execute("INSERT OR REPLACE INTO state(key, value, updated_at) VALUES (?, ?, ?)",
+                         ("journal.corrupt_file", _json(str(aside)), now))
+            conn.execute("INSERT OR REPLACE INTO state(key, value, updated_at) VALUES (?, ?, ?)",
+                         ("journal.salvage", _json(record), now))
+            conn.execute("COMMIT")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+        os.replace(work, self.path.with_name(self.path.name + ".salvaged"))  # complete: the next start swaps it in
+        _fsync_dir(self.path.parent)
+        (log.critical if not report.complete else log.error)(
+            "JOURNAL CORRUPT: %s failed its integrity check (%s). %s. The corrupt file is kept as %s.%s",
+            self.path, problem, report.summary(), aside,
+            "" if report.complete else " Events in unreadable ranges were NOT forwarded: inspect the kept file "
+            "with the sqlite3 tool (.recover) before deleting it.",
+        )
+        self._finish_salvage_swap(aside)
+
+    def _finish_salvage_swap(self, aside: Path | None = None) -> None:
+        """Move the corrupt file aside and the completed salvage into its place; repeated at start after a power
+        cut between the steps (an incomplete ``.salvage`` is simply done again)."""
+        done = self.path.with_name(self.path.name + ".salvaged")
+        if not done.exists():
+            return
+        if aside is None:
+            c = sqlite3.connect(done)
+            try:
+                aside = Path(msgspec.json.decode(
+                    c.execute("SELECT value FROM state WHERE key = 'journal.corrupt_file'").fetchone()[0]))
+            finally:
+                c.close()
         for suffix in ("", "-wal", "-shm"):
             src = Path(str(self.path) + suffix)
             if src.exists():
                 os.replace(src, Path(str(aside) + suffix))
         _fsync_dir(self.path.parent)
-        log.critical(
-            "JOURNAL CORRUPT: %s failed its integrity check (%s). It was moved aside to %s and kept; "
-            "a new empty journal was started. Events in the old file were NOT forwarded: recover them with "
-            "the sqlite3 tool or contact support before deleting it.",
-            self.path, problem, aside,
-        )
-        return aside
+        os.replace(done, self.path)
+        _fsync_dir(self.path.parent)
+        self.corrupt_file = aside
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -880,6 +928,7 @@ def read_stats(conn: sqlite3.Connection, path: Path, max_bytes: int, max_age: fl
             "SELECT COUNT(*) FROM events WHERE evictable = 0 AND recorded_at < ?", (now - max_age,)
         ).fetchone()[0]
     corrupt = [r[0] for r in conn.execute("SELECT value FROM state WHERE key = 'journal.corrupt_file'")]
+    salvaged = conn.execute("SELECT value FROM state WHERE key = 'journal.salvage'").fetchone()
     sources = {k.split(":", 1)[1]: msgspec.json.decode(v)
                for k, v in conn.execute("SELECT key, value FROM state WHERE key LIKE 'source:%'")}
     counters = {k.split(":", 1)[1]: msgspec.json.decode(v)
@@ -897,6 +946,7 @@ def read_stats(conn: sqlite3.Connection, path: Path, max_bytes: int, max_age: fl
         evicted={k.split(":", 1)[1]: v for k, v in meta.items() if k.startswith("evicted:")},
         refused={k.split(":", 1)[1]: v for k, v in meta.items() if k.startswith("refused:")},
         corrupt_files=[msgspec.json.decode(c) for c in corrupt],
+        salvage=msgspec.json.decode(salvaged[0]) if salvaged else None,
         stale_results=stale,
         sources=sources,
         counters=counters,

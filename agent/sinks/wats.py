@@ -166,6 +166,21 @@ def _shift_times(payload: dict[str, Any], delta: float, near: tuple[float, float
     return fixed if changed else payload
 
 
+def _now_stamp() -> dict[str, Any]:
+    """When an attempt was made, in a form that survives a restart *and* a wall-clock step: within one boot the
+    monotonic clock (system-wide, so it spans agent restarts) is used; the wall time only across a reboot."""
+    return {"at": time.time(), "mono": time.monotonic(), "boot": BOOT_ID}
+
+
+def _seconds_since(attempt: dict[str, Any]) -> float:
+    """How long ago ``attempt`` was recorded. A wall clock stepped back across a reboot gives a negative span:
+    that reads as long ago (the effect is checked in WATS before anything is resent), never as a wait of hours."""
+    if attempt.get("boot") == BOOT_ID and isinstance(attempt.get("mono"), (int, float)):
+        return time.monotonic() - float(attempt["mono"])
+    since = time.time() - float(attempt.get("at", 0))
+    return since if since >= 0 else float("inf")
+
+
 def retry_after_seconds(value: str | None) -> float | None:
     """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
     if not value:
@@ -446,11 +461,11 @@ class WatsSink(BaseHandler):
     def attempt(self, record: Callable[[dict[str, Any]], None], what: dict[str, Any], send: Callable[[], Any]) -> Any:
         """Send a request that must not be repeated blindly: ``what`` is recorded (durably, with the time) before
         it is sent, and marked ``not_sent`` when it certainly did not arrive (so it may simply be sent again)."""
-        record({**what, "at": time.time()})
+        record({**what, **_now_stamp()})
         try:
             return send()
         except NotDelivered:
-            record({**what, "at": time.time(), "not_sent": True})
+            record({**what, **_now_stamp(), "not_sent": True})
             raise
 
     def check_due(self, attempt: dict[str, Any], what: str) -> bool:
@@ -459,7 +474,7 @@ class WatsSink(BaseHandler):
         wait, because a slow WATS may still be applying it after the client gave up."""
         if attempt.get("not_sent"):
             return False
-        wait = self.in_doubt_grace - (time.time() - float(attempt.get("at", 0)))
+        wait = self.in_doubt_grace - _seconds_since(attempt)
         if wait > 0:
             raise TransientError(f"{what} in doubt; checking WATS in {wait:.0f} s", wait)
         return True

@@ -76,3 +76,23 @@ def test_a_time_given_on_purpose_while_the_clock_was_synced_is_not_corrected():
 def test_occurred_at_is_never_flagged_unsynced():
     e = Event.create("custom", {}, occurred_at=datetime.now(timezone.utc) - timedelta(hours=1))
     assert e.metadata.clock_unsynced is False
+
+
+def test_an_attempt_in_doubt_is_timed_by_the_monotonic_clock_not_the_wall_clock():
+    """An ambiguous WATS request waits ``in_doubt_grace`` before its effect is checked. Timed by the wall clock, a
+    step back of three hours (NTP correcting a clock that ran ahead) held the uplink for three hours."""
+    import time
+
+    from agent.events.ids import BOOT_ID
+    from agent.sinks.wats import _now_stamp, _seconds_since
+
+    stamp = _now_stamp()
+    assert 0 <= _seconds_since(stamp) < 5
+    stepped_back = {**stamp, "at": time.time() + 3 * 3600}  # recorded before the clock went back 3 h
+    assert _seconds_since(stepped_back) < 5
+    earlier = {**stamp, "mono": time.monotonic() - 40}
+    assert 39 < _seconds_since(earlier) < 45
+    other_boot = {"at": time.time() + 3 * 3600, "mono": 1.0, "boot": "not-" + BOOT_ID}
+    assert _seconds_since(other_boot) == float("inf")  # checked in WATS at once, not waited on for hours
+    old_record = {"at": time.time() - 100}  # written by an agent before this change: wall clock only
+    assert 99 < _seconds_since(old_record) < 105

@@ -208,8 +208,9 @@ def test_damaged_pages_are_detected_by_quick_check(tmp_path):
     j2 = Journal(path)
     try:
         assert j2.corrupt_file is not None
-        assert j2.corrupt_file.stat().st_size == size
-        assert all_ids(j2) == []
+        assert j2.corrupt_file.stat().st_size == size  # kept as it was: the evidence
+        salvage = j2.stats().salvage  # the rest is salvaged (tests/unit/test_salvage.py), the damage named
+        assert 150 <= len(all_ids(j2)) < 200 and "UNREADABLE" in salvage["summary"]
     finally:
         j2.close()
 
