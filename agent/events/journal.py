@@ -278,7 +278,7 @@ class Journal:
                 return conn
             if conn is not None:
                 conn.close()
-            self._salvage(problem)
+            self._salvage(" ".join(problem.split()))  # quick_check's answer spans lines: one log line
             return self._open_checked()
         conn = self._connect()
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file: free pages go back

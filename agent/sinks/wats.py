@@ -381,7 +381,7 @@ class WatsSink(BaseHandler):
         p = event.payload
         if t in REPORT_TYPES:
             self._send_report(event)
-        elif t in LATEST_WINS and self._stale(event):
+        elif t in LATEST_WINS and self.replaying and self._stale(event):
             return  # an older value than WATS already has (a dead letter replayed late): sending it would undo
         elif t == EventType.ASSET_COUNTERS.value:
             if self.cfg.counters_api == "absolute":
@@ -408,12 +408,23 @@ class WatsSink(BaseHandler):
         else:
             return  # the subscriber's type filter keeps other types away; nothing to send
         if t in LATEST_WINS:
-            self.state_put(f"wats:latest:{t}:{p['asset_id']}", event.id)
+            md = event.metadata
+            self.state_put(f"wats:latest:{t}:{p['asset_id']}", {"id": event.id, "boot": md.boot_id,
+                                                                "mono": md.monotonic_ns})
 
     def _stale(self, event: Event) -> bool:
-        """Event ids are time-ordered (UUIDv7): one older than the last sent for this asset is out of date."""
+        """For a replayed dead letter: older than the last value sent for this asset? Within one boot the monotonic
+        clock decides (a wall clock stepped back by NTP must not make a fresh value look old); across boots only
+        the wall-clock time in the UUIDv7 id is left."""
         last = self.state_get(f"wats:latest:{event.event_type}:{event.payload['asset_id']}")
-        return isinstance(last, str) and event.id < last
+        if isinstance(last, str):  # written by an earlier version: the id alone
+            last = {"id": last}
+        if not isinstance(last, dict) or not isinstance(last.get("id"), str):
+            return False
+        md = event.metadata
+        if last.get("boot") == md.boot_id and isinstance(last.get("mono"), int):
+            return md.monotonic_ns < last["mono"]
+        return event.id < last["id"]
 
     # counters ------------------------------------------------------------------------------------------------
     def _set_counters(self, asset: str, running: int, total: int) -> None:

@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -46,6 +48,9 @@ from tests.mosquitto import Mosquitto
 from tests.wats_standin import WatsStandIn
 
 ASSET = "FX-SIM"
+LIBFAKETIME = next((p for p in ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+                                "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+                                "/usr/lib/faketime/libfaketime.so.1") if os.path.exists(p)), None)
 STATION = "T1"
 
 
@@ -62,6 +67,8 @@ class Figures:
     crashes_survived: int = 0
     broker_kills: int = 0
     disk_full: int = 0
+    corruptions: int = 0
+    clock_jumps: int = 0
     died_by_itself: int = 0
     wats_faults: Counter = field(default_factory=Counter)
     lost: int = 0
@@ -71,7 +78,8 @@ class Figures:
 
 class FaultRun:
     def __init__(self, work: Path, *, seed: int, kills: int, seconds: float, results: int = 300,
-                 serial_messages: int = 400, spread: float = 0.5, audit: bool = True) -> None:
+                 serial_messages: int = 400, spread: float = 0.5, audit: bool = True, corruptions: int = 2,
+                 clock_jumps: int = 8) -> None:
         """The load is spread over the first ``spread`` of the run (the rest drains under faults); ``audit``
         keeps every event in the journal for the reconciliation."""
         self.work, self.seed, self.kills, self.seconds = work, seed, kills, seconds
@@ -79,6 +87,10 @@ class FaultRun:
         self.station_rng = random.Random(seed + 1)  # the station's bad payloads: its own, or threads reorder draws
         self.stopped_cleanly = False
         self.results, self.serial_messages, self.spread, self.audit = results, serial_messages, spread, audit
+        self.corruptions, self.clock_jumps = corruptions, clock_jumps
+        self.clock_file = work / "faketime"  # the agent's wall-clock offset (libfaketime reads it at every call)
+        self.clock_file.write_text("+0\n")
+        self.started_at = time.time()
         self.poison_units = {f"POISON-{i}" for i in range(0, results, 50)}
         self.bad_payloads = 0
         self.figures = Figures()
@@ -158,8 +170,13 @@ reconnect_max = "1s"
                               capture_output=True).returncode == 0
 
     def _start_agent(self) -> None:
+        env = dict(os.environ)
+        if LIBFAKETIME and self.clock_jumps:
+            # only the agent's wall clock moves; its monotonic clock (timeouts, backoff) is left alone, as NTP does
+            env.update(LD_PRELOAD=LIBFAKETIME, FAKETIME_TIMESTAMP_FILE=str(self.clock_file), FAKETIME_NO_CACHE="1",
+                       FAKETIME_DONT_FAKE_MONOTONIC="1")
         self.agent = subprocess.Popen(cli_cmd("run", "-c", str(self.cfg)), cwd=ROOT, stdout=subprocess.DEVNULL,
-                                      stderr=self.agent_log)
+                                      stderr=self.agent_log, env=env)
 
     def _station(self) -> None:
         """A test station: results on testers/T1/results (QoS 1, persistent session), now and then a bad one."""
@@ -212,13 +229,17 @@ reconnect_max = "1s"
 
     # ------------------------------------------------------------------------------------------------ faults
     def inject(self) -> None:
-        """The schedule: ``kills`` agent kills spread over the run, and a broker kill or a WATS fault now and then."""
+        """The schedule: ``kills`` agent kills spread over the run, a broker kill, a WATS fault or a full disk now
+        and then, ``corruptions`` of the journal while the agent is down, and ``clock_jumps`` of its wall clock."""
         end = time.monotonic() + self.seconds
         kill_at = sorted(self.rng.uniform(0, self.seconds) for _ in range(self.kills))
+        corrupt_after = set(self.rng.sample(range(self.kills), min(self.corruptions, self.kills)))
+        if LIBFAKETIME and self.clock_jumps:
+            threading.Thread(target=self._jump_clock, daemon=True).start()
         t0 = time.monotonic()
-        while kill_at:
-            time.sleep(max(0.0, t0 + kill_at.pop(0) - time.monotonic()))
-            self._kill_agent()
+        for n, at in enumerate(kill_at):
+            time.sleep(max(0.0, t0 + at - time.monotonic()))
+            self._kill_agent(corrupt=n in corrupt_after)
             if self.rng.random() < 0.08:
                 self._kill_broker()
             if self.rng.random() < 0.3:
@@ -227,14 +248,52 @@ reconnect_max = "1s"
                 self._fill_disk()
         time.sleep(max(0.0, end - time.monotonic()))
 
-    def _kill_agent(self) -> None:
+    def _jump_clock(self) -> None:
+        """The agent's wall clock steps as a Pi's does: behind (no RTC, fake-hwclock) then forward to the truth
+        when NTP answers; a little ahead, then back. Ahead stays inside WATS's 5 minutes (a report further in the
+        future is quarantined by WATS itself, which the agent cannot see from a clock the kernel calls synced)."""
+        rng = random.Random(self.seed + 2)
+        wrong = ["-3h", "-2d", "-10m", "-40d", "+150", "-90"]
+        at = sorted(rng.uniform(0, self.seconds * 0.9) for _ in range(self.clock_jumps))
+        t0 = time.monotonic()
+        for n, when in enumerate(at):
+            if self.stop.wait(max(0.0, t0 + when - time.monotonic())):
+                break
+            offset = "+0" if n % 2 else rng.choice(wrong)
+            self.clock_file.write_text(offset + "\n")
+            self.figures.clock_jumps += 1
+        self.clock_file.write_text("+0\n")
+
+    def _kill_agent(self, corrupt: bool = False) -> None:
         if self.agent.poll() is not None:
             self.figures.died_by_itself += 1
         self.agent.send_signal(signal.SIGKILL)
         self.agent.wait(10)
         self.figures.crashes_survived += 1
         time.sleep(self.rng.uniform(0, 0.3))
+        if corrupt:
+            self._corrupt_journal()
         self._start_agent()
+
+    def _corrupt_journal(self) -> None:
+        """A page of the journal's id index turned to garbage, as an SD card returns a bad block: the agent must
+        notice at start and salvage every row (the tables are intact). What a damaged *table* page costs is
+        proven in tests/unit/test_salvage.py; here the reconciliation can then still demand "nothing lost"."""
+        db = self.work / "data" / "journal.db"
+        if (self.work / "data" / "filler").exists():
+            return  # a full disk leaves no room for the salvaged copy: that start would fail for another reason
+        conn = sqlite3.connect(db)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the page must be read from the file, not the WAL
+            pages = [r[0] for r in conn.execute("SELECT pageno FROM dbstat WHERE name = 'events_id'")]
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        finally:
+            conn.close()
+        with open(db, "r+b") as f:
+            f.seek((self.rng.choice(pages) - 1) * page_size)
+            f.write(self.rng.randbytes(page_size))
+            os.fsync(f.fileno())
+        self.figures.corruptions += 1
 
     def _kill_broker(self) -> None:
         self.broker.proc.send_signal(signal.SIGKILL)
@@ -379,6 +438,23 @@ reconnect_max = "1s"
                             f"WATS {asset['totalCount']}/{asset['runningCount']}, fixture "
                             f"{self.controller.total}/{self.controller.running}"))
 
+        # the corrupted journals: noticed at start and salvaged whole (an index page: every row is still readable)
+        log = (self.work / "agent.log").read_text(errors="replace")
+        salvages = [line for line in log.splitlines() if "JOURNAL CORRUPT" in line]
+        checks.append(Check("every corrupted journal was noticed and salvaged with nothing unreadable",
+                            len(salvages) == self.figures.corruptions
+                            and all("nothing unreadable" in line for line in salvages),
+                            f"{self.figures.corruptions} corrupted, {len(salvages)} salvages logged: "
+                            + "; ".join(line.split(". ")[1] if ". " in line else line for line in salvages)[:400]))
+
+        # the clock jumps: the agent really ran on a wrong clock for a while (else the faults above proved less)
+        if LIBFAKETIME and self.clock_jumps:
+            behind = sum(1 for e in journal if datetime.fromisoformat(e["metadata"]["timestamp"]).timestamp()
+                         < self.started_at - 60)
+            checks.append(Check("the agent's wall clock was stepped under it", behind > 0 and
+                                self.figures.clock_jumps > 0,
+                                f"{self.figures.clock_jumps} steps, {behind} events stamped with a clock behind"))
+
         # telemetry: at least once
         not_seen = {e["id"] for e in journal} - self.telemetry_ids
         checks.append(Check("every journaled event reached the telemetry consumer at least once", not not_seen,
@@ -392,7 +468,8 @@ reconnect_max = "1s"
         passed = sum(c.ok for c in checks)
         faults = ", ".join(f"{k} {v}" for k, v in sorted(f.wats_faults.items())) or "none"
         return (f"{passed} passed, {len(checks) - passed} failed (seed {self.seed}): {f.events} events, "
-                f"{f.crashes_survived} crashes survived, {f.broker_kills} broker kills, {f.disk_full} disk full "
+                f"{f.crashes_survived} crashes survived, {f.broker_kills} broker kills, {f.corruptions} journals "
+                f"corrupted, {f.clock_jumps if LIBFAKETIME else 'no libfaketime: no'} clock steps, {f.disk_full} disk full "
                 f"({f'{refused} writes refused' if self.tmpfs else 'not as root: not injected'}), WATS faults: {faults}; "
                 f"lost {f.lost}, duplicate ids {f.duplicate_ids}, resent posts {f.resent_posts}")
 
@@ -427,11 +504,14 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=120)
     ap.add_argument("--results", type=int, default=300)
+    ap.add_argument("--corruptions", type=int, default=2, help="journal corruptions (while the agent is down)")
+    ap.add_argument("--clock-jumps", type=int, default=8, help="steps of the agent's wall clock (libfaketime)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (journal, logs) and print where")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fa-faults-"))
     checks, line = run(work, seed=args.seed, kills=args.kills, seconds=args.seconds, results=args.results,
-                       serial_messages=args.results + 100)
+                       serial_messages=args.results + 100, corruptions=args.corruptions,
+                       clock_jumps=args.clock_jumps)
     if args.keep:
         print(f"work dir: {work}")
     else:

@@ -407,11 +407,41 @@ def test_an_older_counter_replayed_late_never_sets_wats_back(wats, tmp_path):
     older, newer = counters("FX-1", 50, 1000), counters("FX-1", 80, 1030)
     up.bus.publish(newer)
     assert up.bus.wait_idle(10)
-    up.bus.publish(older)  # e.g. `dlq retry` of an event that failed long ago
-    assert up.bus.wait_idle(10)
+    # `fixture-agent dlq retry` of an event that failed long ago: the subscriber's real replay path
+    dl = up.journal.dead_letter(reason="503 long ago", event=older, subscriber=up.sub.name)
+    up.journal.request_retry([dl])
+    assert wait_for(lambda: not up.journal.dead_letters(), 20), up.journal.dead_letters()
     up.close()
     assert (wats.assets["FX-1"]["totalCount"], wats.assets["FX-1"]["runningCount"]) == (1030, 80)
     assert wats.requests["PUT /api/asset/settotalcount"] == 1
+
+
+def test_counters_after_the_wall_clock_stepped_back_are_sent(wats, tmp_path, monkeypatch):
+    """NTP steps back a clock that ran ahead, or a Pi without RTC restarts with a clock behind the last value
+    sent: the new counters carry ids from an earlier time. They were judged out of date and never sent (found by
+    the fault harness's clock steps); the journal's order decides, not the clock."""
+    import agent.events.ids as ids
+
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path))
+    up.bus.publish(counters("FX-1", 50, 1000))
+    assert up.bus.wait_idle(10)
+    real = time.time_ns
+    monkeypatch.setattr(ids, "_last_ms", 0)  # as after a restart: the id generator's memory is gone
+    monkeypatch.setattr(ids.time, "time_ns", lambda: real() - 3 * 3600 * 10**9)
+    later = counters("FX-1", 51, 1001)
+    monkeypatch.undo()
+    # and from the next boot (a Pi restarted without RTC): the monotonic clock cannot order the two either
+    later = msgspec.structs.replace(later, metadata=msgspec.structs.replace(later.metadata, boot_id="next-boot",
+                                                                              monotonic_ns=1))
+    assert later.id < wats_last_id(up)
+    up.bus.publish(later)
+    assert up.bus.wait_idle(10)
+    up.close()
+    assert (wats.assets["FX-1"]["totalCount"], wats.assets["FX-1"]["runningCount"]) == (1001, 51)
+
+
+def wats_last_id(up) -> str:
+    return up.journal.get_state("wats:latest:asset.counters:FX-1")["id"]
 
 
 def test_stopping_is_not_held_up_by_the_rate_budget(wats, tmp_path):
