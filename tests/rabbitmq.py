@@ -17,6 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
+from agent.protocols import cfx
 from tests.conftest import free_port
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
@@ -155,3 +156,24 @@ class RabbitMQ:
                     os.kill(int(proc.name), signal.SIGTERM)
             except (OSError, ValueError):
                 pass
+
+
+# ------------------------------------------------------------------------------------------- AMQP 1.0 peers
+def send(snd, doc, *, compress=False, subject=None, raw: bytes | None = None, encoding="auto"):
+    """As the SDK sends: one Data section, durable, message-id = UniqueID, cfx-* properties."""
+    from proton import Message
+
+    if raw is None:
+        props = cfx.amqp_properties(doc if isinstance(doc, dict) else doc[0], compressed=compress)
+        body = cfx.encode(doc, compress=compress)
+    else:
+        props, body = {"id": str(uuid.uuid4()), "subject": subject or "x", "content_type": cfx.CONTENT_TYPE,
+                       "content_encoding": None, "properties": {}}, raw
+    enc = props["content_encoding"] if encoding == "auto" else encoding
+    msg = Message(body=body, inferred=True, durable=True, id=props["id"], subject=subject or props["subject"],
+                  content_type=props["content_type"], content_encoding=enc, properties=props["properties"])
+    snd.send(msg, timeout=20)
+
+
+def envelope_of(m):
+    return cfx.decode(bytes(m.body), None if m.content_encoding in (None, "None") else m.content_encoding)[0]

@@ -1,22 +1,29 @@
 """Fault injection across the whole agent: what users fear most, at once, with a fixed seed, then a reconciliation.
 
 The agent runs as its own process with its real sources and sinks: a fixture controller on a pseudo-terminal (the
-simulator, resending until acknowledged, with line noise), test stations publishing results to a real mosquitto,
-the WATS uplink to the WATS stand-in, telemetry to the same mosquitto. Meanwhile, at moments drawn from the seed:
+simulator, resending until acknowledged, with line noise), a test station publishing results to a real mosquitto,
+other equipment publishing CFX WorkStarted to a real RabbitMQ (AMQP 1.0), the WATS uplink to the WATS stand-in,
+telemetry to the same mosquitto, the CFX endpoint to RabbitMQ where an MES reads it. Meanwhile, at moments drawn
+from the seed:
 
 - the agent is killed with SIGKILL (``kills`` times) and started again;
-- mosquitto is killed with SIGKILL and started again (its persistence file kept);
+- mosquitto is killed with SIGKILL and started again (its persistence file kept), and so is RabbitMQ (the node);
 - WATS goes down, answers 429 and 503 bursts, is slow, resets connections after storing a report (the ambiguous
   failure), and always answers 400 for the poison units' reports;
-- bad input arrives: MQTT payloads that are not JSON.
+- the journal's file system is filled for a few seconds (a tmpfs of its own, as root);
+- a page of the journal is turned to garbage while the agent is down (``corruptions`` times);
+- the agent's wall clock steps back and forward (libfaketime, ``clock_jumps`` times; monotonic untouched);
+- bad input arrives: MQTT payloads that are not JSON, garbled serial lines.
 
 At the end every fault is healed, everything drains, and the run reconciles: every message the controller saw
 acknowledged is in the journal exactly once; every result a station published is in the journal exactly once;
-every test result in the journal is in WATS exactly once by id, except the poison units', which are exactly the
-WATS dead letters; the counters in WATS equal the fixture's; the bad MQTT payloads are exactly the ingest dead
-letters; every journaled event reached the telemetry consumer at least once.
+every CFX message the broker accepted is journaled exactly once; every test result in the journal is in WATS
+exactly once by id, except the poison units', which are exactly the WATS dead letters; the counters in WATS equal
+the fixture's; the bad MQTT payloads are exactly the ingest dead letters; every journaled event reached the
+telemetry consumer, and every result, state change and fault the MES, at least once; every corrupted journal was
+salvaged whole.
 
-    .venv/bin/python -m tests.faults.harness --seed 7 --kills 50 --seconds 120     # the long form: more of each
+    .venv/bin/python -m tests.faults.harness --seed 7 --kills 200 --seconds 600 --results 3000   # the long form
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,11 +51,13 @@ import paho.mqtt.client as mqtt
 from agent.events.journal import Journal
 from agent.simulator import JsonLinesController, PtyFixture
 from tests.agent_process import dead_letters, events, source_status, status
-from tests.conftest import ROOT, cli_cmd, wait_for
+from tests.conftest import ROOT, cli_cmd, free_port, wait_for
 from tests.mosquitto import Mosquitto
+from tests.rabbitmq import SERVER as RABBITMQ_SERVER, RabbitMQ, envelope_of, send as amqp_send
 from tests.wats_standin import WatsStandIn
 
 ASSET = "FX-SIM"
+CFX_PUBLISHED = ("test.result", "asset.state_changed", "asset.fault")  # what the agent's CFX endpoint sends
 LIBFAKETIME = next((p for p in ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
                                 "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
                                 "/usr/lib/faketime/libfaketime.so.1") if os.path.exists(p)), None)
@@ -66,6 +76,7 @@ class Figures:
     events: int = 0
     crashes_survived: int = 0
     broker_kills: int = 0
+    rabbit_kills: int = 0
     disk_full: int = 0
     corruptions: int = 0
     clock_jumps: int = 0
@@ -79,7 +90,7 @@ class Figures:
 class FaultRun:
     def __init__(self, work: Path, *, seed: int, kills: int, seconds: float, results: int = 300,
                  serial_messages: int = 400, spread: float = 0.5, audit: bool = True, corruptions: int = 2,
-                 clock_jumps: int = 8) -> None:
+                 clock_jumps: int = 8, cfx_messages: int = 200) -> None:
         """The load is spread over the first ``spread`` of the run (the rest drains under faults); ``audit``
         keeps every event in the journal for the reconciliation."""
         self.work, self.seed, self.kills, self.seconds = work, seed, kills, seconds
@@ -91,6 +102,13 @@ class FaultRun:
         self.clock_file = work / "faketime"  # the agent's wall-clock offset (libfaketime reads it at every call)
         self.clock_file.write_text("+0\n")
         self.started_at = time.time()
+        self.cfx = os.path.exists(RABBITMQ_SERVER) and cfx_messages > 0  # RabbitMQ is a root-installed package
+        self.cfx_messages = cfx_messages
+        self.cfx_accepted: Counter[str] = Counter()  # plant messages the broker accepted, by PrimaryIdentifier
+        self.mes_ids: set[str] = set()  # UniqueIDs of what the agent's CFX endpoint published, as the MES got them
+        self.rabbit: RabbitMQ | None = None
+        self.rabbit_lock = threading.Lock()
+        self.rabbit_kill: threading.Thread | None = None
         self.poison_units = {f"POISON-{i}" for i in range(0, results, 50)}
         self.bad_payloads = 0
         self.figures = Figures()
@@ -102,11 +120,14 @@ class FaultRun:
         self.agent_log = open(work / "agent.log", "ab")  # every run of the agent appends its log here
         self.tmpfs = False
         self.wats = self.broker = self.pty = self.consumer = None  # started in start(), stopped in finish()
+        self.rabbit = None
 
     # ------------------------------------------------------------------------------------------------ parts
     def start(self) -> None:
         self.wats = WatsStandIn()
         self.wats.faults.poison_serials = set(self.poison_units)
+        if self.cfx:
+            self.rabbit = RabbitMQ(self.work / "rabbitmq").start()
         self.broker = Mosquitto(self.work / "broker", extra="autosave_on_changes true\n").start()
         self.pty = PtyFixture(self.work / "ttyFIXTURE", seed=self.seed)
         self.controller = JsonLinesController(self.pty, interval=self.seconds * self.spread / self.serial_messages,
@@ -145,7 +166,7 @@ retry_max = "0.5s"
 port = {self.broker.port}
 reconnect_min = "0.2s"
 reconnect_max = "1s"
-""")
+{self._cfx_config()}""")
         self.wats.register_asset(ASSET)
         self.tmpfs = self._mount_small_fs(self.work / "data")
         # the journal forgets what every subscriber has; an audit subscriber that never reads keeps it all for the
@@ -159,6 +180,79 @@ reconnect_max = "1s"
         assert wait_for(lambda: source_status(self.cfg, "mqtt:mqtt").get("online"), 30), \
             "the agent never subscribed: " + (self.work / "agent.log").read_text()[-2000:]
         threading.Thread(target=self._station, daemon=True).start()
+        if self.cfx:
+            assert wait_for(lambda: source_status(self.cfg, "cfx:cfx").get("online"), 30), "the CFX source never came"
+            threading.Thread(target=self._plant, daemon=True).start()
+            threading.Thread(target=self._mes, daemon=True).start()
+
+    def _cfx_config(self) -> str:
+        if not self.cfx:
+            return ""
+        return f"""[sources.cfx]
+url = "{self.rabbit.url}"
+address = "/amq/queue/agent-in"
+reconnect_min = "0.2s"
+reconnect_max = "1s"
+[sinks.cfx]
+url = "{self.rabbit.url}"
+address = "/exchange/cfx"
+handle = "Acme.Fixture.FAULTS"
+listen = "127.0.0.1:{free_port()}"
+reconnect_min = "0.2s"
+reconnect_max = "1s"
+"""
+
+    def _plant(self) -> None:
+        """Other equipment on the plant's CFX network: WorkStarted to the plant exchange, as the SDK sends it
+        (durable, message-id = UniqueID). A send that fails is sent again with the same UniqueID, as the SDK's
+        spool does; the broker may then hold it twice, and the agent must journal it once."""
+        from agent.protocols import cfx
+        from agent.protocols.cfx_samples import SAMPLES
+        from proton.utils import BlockingConnection
+
+        rng = random.Random(self.seed + 3)
+        conn = snd = None
+        base = json.loads(cfx.encode(SAMPLES["work-started"][1]))
+        for i in range(self.cfx_messages):
+            doc = json.loads(json.dumps(base))
+            doc["UniqueID"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            doc["MessageBody"]["PrimaryIdentifier"] = unit = f"PNL-{self.seed}-{i:05d}"
+            while not self.stop.is_set():
+                try:
+                    if snd is None:
+                        conn = BlockingConnection(self.rabbit.url, allowed_mechs="ANONYMOUS", timeout=5)
+                        snd = conn.create_sender("/exchange/plant")
+                    amqp_send(snd, doc)  # returns once the broker accepted it
+                    self.cfx_accepted[unit] += 1
+                    break
+                except Exception:  # noqa: BLE001 - the broker went away: reconnect and send the same again
+                    _close_quietly(conn)
+                    conn = snd = None
+                    time.sleep(0.5)
+            time.sleep(self.seconds * self.spread / self.cfx_messages)
+        _close_quietly(conn)
+
+    def _mes(self) -> None:
+        """The MES reading what the agent's CFX endpoint publishes (queue ``mes``), reconnecting after a kill."""
+        from proton import Timeout
+        from proton.utils import BlockingConnection
+
+        while not self.stop.is_set():
+            conn = None
+            try:
+                conn = BlockingConnection(self.rabbit.url, allowed_mechs="ANONYMOUS", timeout=5)
+                rcv = conn.create_receiver("/amq/queue/mes", credit=200)
+                while not self.stop.is_set():
+                    try:
+                        m = rcv.receive(timeout=1.0)
+                    except Timeout:
+                        continue
+                    self.mes_ids.add(envelope_of(m).unique_id)
+                    rcv.accept()
+            except Exception:  # noqa: BLE001 - the broker went away
+                time.sleep(0.5)
+            finally:
+                _close_quietly(conn)
 
     @staticmethod
     def _mount_small_fs(where: Path) -> bool:
@@ -170,13 +264,21 @@ reconnect_max = "1s"
                               capture_output=True).returncode == 0
 
     def _start_agent(self) -> None:
-        env = dict(os.environ)
-        if LIBFAKETIME and self.clock_jumps:
-            # only the agent's wall clock moves; its monotonic clock (timeouts, backoff) is left alone, as NTP does
-            env.update(LD_PRELOAD=LIBFAKETIME, FAKETIME_TIMESTAMP_FILE=str(self.clock_file), FAKETIME_NO_CACHE="1",
-                       FAKETIME_DONT_FAKE_MONOTONIC="1")
+        env = {**os.environ, **self._clock_env()}
         self.agent = subprocess.Popen(cli_cmd("run", "-c", str(self.cfg)), cwd=ROOT, stdout=subprocess.DEVNULL,
                                       stderr=self.agent_log, env=env)
+
+    def _clock_env(self) -> dict[str, str]:
+        """Only the agent's wall clock moves; its monotonic clock (timeouts, backoff) is left alone, as NTP does.
+        A shim preloaded first sends monotonic sleeps to the kernel (``monotonic_sleep.c`` says why)."""
+        if not (LIBFAKETIME and self.clock_jumps):
+            return {}
+        shim = self.work / "monotonic_sleep.so"
+        if not shim.exists():
+            subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(shim),
+                            str(Path(__file__).with_name("monotonic_sleep.c")), "-ldl"], check=True)
+        return {"LD_PRELOAD": f"{shim} {LIBFAKETIME}", "FAKETIME_TIMESTAMP_FILE": str(self.clock_file),
+                "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
     def _station(self) -> None:
         """A test station: results on testers/T1/results (QoS 1, persistent session), now and then a bad one."""
@@ -242,6 +344,8 @@ reconnect_max = "1s"
             self._kill_agent(corrupt=n in corrupt_after)
             if self.rng.random() < 0.08:
                 self._kill_broker()
+            if self.cfx and self.rng.random() < 0.06:
+                self._kill_rabbit(self.rng.uniform(0.5, 3.0))
             if self.rng.random() < 0.3:
                 self._wats_fault()
             if self.tmpfs and self.rng.random() < 0.06:
@@ -303,6 +407,22 @@ reconnect_max = "1s"
         self.broker.start()
         self.figures.broker_kills += 1
 
+    def _kill_rabbit(self, down_for: float) -> None:
+        """RabbitMQ SIGKILLed (the whole node) and started again in the background: it takes seconds to boot,
+        and the agent's kills go on meanwhile."""
+        if self.rabbit_kill is not None and self.rabbit_kill.is_alive():
+            return
+
+        def cycle() -> None:
+            with self.rabbit_lock:
+                self.rabbit.crash()
+                time.sleep(down_for)
+                self.rabbit.start()
+
+        self.figures.rabbit_kills += 1
+        self.rabbit_kill = threading.Thread(target=cycle, daemon=True)
+        self.rabbit_kill.start()
+
     def _fill_disk(self) -> None:
         """The journal's file system full for a few seconds: sources must stop acknowledging, not lose."""
         filler = self.work / "data" / "filler"
@@ -337,12 +457,16 @@ reconnect_max = "1s"
         self.wats.up = True
         self.wats.faults.rate_limit_next = self.wats.faults.unavailable_next = 0
         self.wats.faults.slow_next = self.wats.faults.reset_after_read_next = 0
+        if self.rabbit_kill is not None:
+            self.rabbit_kill.join(120)
         if self.agent.poll() is not None:
             self.figures.died_by_itself += 1
             self._start_agent()
 
         def drained() -> bool:
             if not self.controller.all_acked or sum(self.published.values()) < self.results:
+                return False
+            if self.cfx and len(self.cfx_accepted) < self.cfx_messages:
                 return False
             try:
                 subs = status(self.cfg)["subscribers"]
@@ -353,8 +477,11 @@ reconnect_max = "1s"
             journal = events(self.cfg)  # and what is on its way from the broker, to the consumer
             station = sum(1 for e in journal if e["event_type"] == "test.result"
                           and e["payload"].get("fixture_id") == STATION)
+            plant = sum(1 for e in journal if e["event_type"] == "production.work_started")
+            to_mes = {e["metadata"]["event_id"] for e in journal if e["event_type"] in CFX_PUBLISHED}
             return station >= sum(self.published.values()) and \
-                {e["metadata"]["event_id"] for e in journal} <= self.telemetry_ids
+                {e["metadata"]["event_id"] for e in journal} <= self.telemetry_ids and \
+                (not self.cfx or (plant >= len(self.cfx_accepted) and to_mes <= self.mes_ids))
 
         return wait_for(drained, timeout, interval=1.0)
 
@@ -367,8 +494,10 @@ reconnect_max = "1s"
             except subprocess.TimeoutExpired:
                 self.agent.kill()
                 self.agent.wait(10)
+        if self.rabbit_kill is not None:
+            self.rabbit_kill.join(120)
         for part, stop in ((self.consumer, "loop_stop"), (self.pty, "close"), (self.broker, "stop"),
-                           (self.wats, "close")):
+                           (self.wats, "close"), (self.rabbit, "stop")):
             if part is None:
                 continue
             try:
@@ -438,6 +567,15 @@ reconnect_max = "1s"
                             f"WATS {asset['totalCount']}/{asset['runningCount']}, fixture "
                             f"{self.controller.total}/{self.controller.running}"))
 
+        # CFX: what the broker accepted from the plant, once; what the endpoint publishes reached the MES
+        if self.cfx:
+            plant = Counter(e["payload"]["unit_id"] for e in by_type.get("production.work_started", []))
+            checks.append(_same("CFX messages the broker accepted journaled exactly once",
+                                Counter(dict.fromkeys(self.cfx_accepted, 1)), plant))
+            to_mes = {e["id"] for e in journal if e["event_type"] in CFX_PUBLISHED}
+            checks.append(Check("every result, state change and fault reached the MES over CFX at least once",
+                                to_mes <= self.mes_ids, f"{len(to_mes - self.mes_ids)} of {len(to_mes)} never arrived"))
+
         # the corrupted journals: noticed at start and salvaged whole (an index page: every row is still readable)
         log = (self.work / "agent.log").read_text(errors="replace")
         salvages = [line for line in log.splitlines() if "JOURNAL CORRUPT" in line]
@@ -468,10 +606,19 @@ reconnect_max = "1s"
         passed = sum(c.ok for c in checks)
         faults = ", ".join(f"{k} {v}" for k, v in sorted(f.wats_faults.items())) or "none"
         return (f"{passed} passed, {len(checks) - passed} failed (seed {self.seed}): {f.events} events, "
-                f"{f.crashes_survived} crashes survived, {f.broker_kills} broker kills, {f.corruptions} journals "
+                f"{f.crashes_survived} crashes survived, {f.broker_kills} mosquitto kills, "
+                f"{f.rabbit_kills if self.cfx else 'no RabbitMQ: no'} RabbitMQ kills, {f.corruptions} journals "
                 f"corrupted, {f.clock_jumps if LIBFAKETIME else 'no libfaketime: no'} clock steps, {f.disk_full} disk full "
                 f"({f'{refused} writes refused' if self.tmpfs else 'not as root: not injected'}), WATS faults: {faults}; "
                 f"lost {f.lost}, duplicate ids {f.duplicate_ids}, resent posts {f.resent_posts}")
+
+
+def _close_quietly(conn) -> None:
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - a connection to a killed broker may not close cleanly
+            pass
 
 
 def _same(name: str, want: Counter, got: Counter) -> Check:
@@ -504,6 +651,7 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=120)
     ap.add_argument("--results", type=int, default=300)
+    ap.add_argument("--cfx-messages", type=int, default=200, help="CFX messages from the plant (0: no RabbitMQ)")
     ap.add_argument("--corruptions", type=int, default=2, help="journal corruptions (while the agent is down)")
     ap.add_argument("--clock-jumps", type=int, default=8, help="steps of the agent's wall clock (libfaketime)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (journal, logs) and print where")
@@ -511,7 +659,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="fa-faults-"))
     checks, line = run(work, seed=args.seed, kills=args.kills, seconds=args.seconds, results=args.results,
                        serial_messages=args.results + 100, corruptions=args.corruptions,
-                       clock_jumps=args.clock_jumps)
+                       clock_jumps=args.clock_jumps, cfx_messages=args.cfx_messages)
     if args.keep:
         print(f"work dir: {work}")
     else:

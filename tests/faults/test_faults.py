@@ -1,6 +1,6 @@
-"""The fault harness in its short form: the whole agent, 50 SIGKILLs, broker kills, WATS faults and bad input at
-moments drawn from a fixed seed, then the reconciliation (see harness.py; the long form is documented there and in
-docs/faults.md)."""
+"""The fault harness in its short form: the whole agent, 50 SIGKILLs, mosquitto and RabbitMQ kills, WATS faults, a
+full disk, two corrupted journals, eight wall-clock steps and bad input at moments drawn from a fixed seed, then the
+reconciliation (see harness.py; the long form is documented there and in docs/faults.md)."""
 
 from tests.faults.harness import run
 

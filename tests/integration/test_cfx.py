@@ -16,7 +16,7 @@ from tests.conftest import run_cli, wait_for
 from tests import agent_process
 from tests.agent_process import events, start_agent, stop_agent
 from tests.mosquitto import make_certs
-from tests.rabbitmq import RabbitMQ
+from tests.rabbitmq import RabbitMQ, envelope_of, send
 from tests.wats_standin import WatsStandIn
 
 
@@ -34,22 +34,6 @@ def sender(rabbit, address):
 
     conn = BlockingConnection(rabbit.url, allowed_mechs="ANONYMOUS", timeout=20)
     return conn, conn.create_sender(address)
-
-
-def send(snd, doc, *, compress=False, subject=None, raw: bytes | None = None, encoding="auto"):
-    """As the SDK sends: one Data section, durable, message-id = UniqueID, cfx-* properties."""
-    from proton import Message
-
-    if raw is None:
-        props = cfx.amqp_properties(doc if isinstance(doc, dict) else doc[0], compressed=compress)
-        body = cfx.encode(doc, compress=compress)
-    else:
-        props, body = {"id": str(uuid.uuid4()), "subject": subject or "x", "content_type": cfx.CONTENT_TYPE,
-                       "content_encoding": None, "properties": {}}, raw
-    enc = props["content_encoding"] if encoding == "auto" else encoding
-    msg = Message(body=body, inferred=True, durable=True, id=props["id"], subject=subject or props["subject"],
-                  content_type=props["content_type"], content_encoding=enc, properties=props["properties"])
-    snd.send(msg, timeout=20)
 
 
 def agent_config(write_config, rabbit, address, extra=""):
@@ -191,10 +175,6 @@ def consume(rabbit, address, want, timeout=30.0):
     finally:
         conn.close()
     return got
-
-
-def envelope_of(m):
-    return cfx.decode(bytes(m.body), None if m.content_encoding in (None, "None") else m.content_encoding)[0]
 
 
 def names(msgs):
