@@ -28,6 +28,10 @@ log = logging.getLogger("agent")
 
 
 
+#: exit status after an internal failure (sysexits.h): systemd's Restart=always starts the agent again
+EX_SOFTWARE = 70
+
+
 class AgentAlreadyRunning(RuntimeError):
     pass
 
@@ -45,6 +49,7 @@ class Agent:
         self.telemetry: Any = None
         self.cfx: Any = None
         self._simulators: list[Any] = []
+        self.thread_died: str | None = None
 
     # ------------------------------------------------------------------------------------------------ build
     def build(self) -> None:
@@ -214,6 +219,8 @@ class Agent:
             raise
         log.info("fixture-agent %s running: station %s, journal %s", __version__, self.config.agent.station,
                  self.config.journal_path)
+        previous_hook = threading.excepthook
+        threading.excepthook = lambda args: self._thread_died(args, previous_hook)
         notify = SystemdNotifier()
         notify.send("READY=1")
         interval = notify.watchdog_interval()
@@ -230,8 +237,25 @@ class Agent:
                 notify.send("WATCHDOG=1")
         notify.send("STOPPING=1")
         log.info("stopping")
-        self.close()
-        return 0
+        try:
+            self.close()
+        finally:
+            threading.excepthook = previous_hook
+        return EX_SOFTWARE if self.thread_died else 0
+
+    def _thread_died(self, args: threading.ExceptHookArgs, previous: Any) -> None:
+        """A thread that dies of an unexpected exception (ours, or a library's: paho's network loop, proton's
+        container) leaves part of the agent silently dead while the rest looks healthy. Nothing is lost by stopping
+        (the journal is durable and every source acknowledges only what it holds), so the agent stops with
+        EX_SOFTWARE and the service manager (Restart=always) starts it again with every part fresh."""
+        previous(args)  # the traceback, as Python prints it
+        if self.stop_requested.is_set() or args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        self.thread_died = f"{name}: {args.exc_type.__name__}: {args.exc_value}"
+        log.critical("thread %s died (%s: %s); stopping so the service manager starts the agent again",
+                     name, args.exc_type.__name__, args.exc_value)
+        self.stop_requested.set()
 
     def close(self) -> None:
         self.lifecycle.stop()

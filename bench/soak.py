@@ -1,8 +1,8 @@
 """Soak: the agent under a steady mixed load for a long time, sampled every minute. Not in CI.
 
 Load: a fixture controller on a pseudo-terminal (counters, self-tests, state, faults), a test station publishing
-results to mosquitto, the WATS uplink to the stand-in and MQTT telemetry, all as in the fault harness but without
-faults. Every ``--every`` seconds it samples the agent's RSS, open files, threads, CPU and the journal's size, and
+results to mosquitto, CFX WorkStarted from the plant over RabbitMQ (when installed), the WATS uplink to the stand-in,
+MQTT telemetry and the CFX endpoint, all as in the fault harness but without faults. Every ``--every`` seconds it samples the agent's RSS, open files, threads, CPU and the journal's size, and
 prints one JSON line; at the end a summary with the first-to-last change of each (flat lines expected: a leak shows
 as a slope, not a level).
 
@@ -47,7 +47,8 @@ def main() -> int:
     seconds = args.minutes * 60
     n = max(10, int(seconds * args.rate))
     work = Path(tempfile.mkdtemp(prefix="fa-soak-"))
-    run = FaultRun(work, seed=1, kills=0, seconds=seconds, results=n, serial_messages=n, spread=1.0, audit=False)
+    run = FaultRun(work, seed=1, kills=0, seconds=seconds, results=n, serial_messages=n, spread=1.0, audit=False,
+                   corruptions=0, clock_jumps=0, cfx_messages=n // 2)
     samples = []
     try:
         run.start()

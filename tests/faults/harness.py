@@ -145,6 +145,8 @@ purpose = "Fault injection"
 data_dir = "{self.work / 'data'}"
 [journal]
 max_bytes = "256MB"
+[metrics]
+listen = "127.0.0.1:{free_port()}"
 [[sources.serial]]
 name = "fixture"
 port = "{self.work / 'ttyFIXTURE'}"

@@ -108,3 +108,39 @@ def test_counters_survive_restarts_and_never_go_backwards(write_config):
     assert len(seen) >= 8
     assert seen == sorted(seen) and len(set(seen)) == len(seen)  # strictly increasing across all four runs
     assert seen[0] == (1, 1) and all(r == t for r, t in seen)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread it kills
+def test_a_thread_that_dies_stops_the_agent_for_the_service_manager_to_restart(write_config, caplog):
+    """A library's thread dying of an unexpected exception (paho's network loop did, of an OSError from sleep)
+    left that part of the agent silently dead while /healthz said ok. The agent now stops with EX_SOFTWARE so
+    systemd's Restart=always starts it again whole; a thread that ends normally changes nothing."""
+    import threading
+
+    from agent.config import load_config
+    from agent.runtime import EX_SOFTWARE, Agent
+
+    cfg = write_config(simulated=True, metrics_port=free_port())
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    hook = threading.excepthook
+    fine = threading.Timer(0.5, lambda: None)
+
+    def die():
+        raise OSError(22, "Invalid argument")
+
+    boom = threading.Timer(1.5, die)
+    boom.name = "paho-mqtt-client-test"
+    fine.start()
+    boom.start()
+    started = time.monotonic()
+    try:
+        code = Agent(load_config(cfg)).run(duration=30)
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    assert code == EX_SOFTWARE and time.monotonic() - started < 15
+    assert "thread paho-mqtt-client-test died (OSError" in caplog.text
+    assert threading.excepthook is hook  # put back
+    # started again, it carries on from its journal
+    code = Agent(load_config(cfg)).run(duration=1)
+    assert code == 0
