@@ -531,9 +531,11 @@ class Journal:
                     for r in batch:
                         r.error = None
                     continue
+                self._keep_pending(cursors, sub_states)
                 self._fail(batch, JournalError(f"journal {self.path}: write failed: {e}"))
                 return
             except Exception as e:  # noqa: BLE001 - the publishers must hear about any failure
+                self._keep_pending(cursors, sub_states)
                 self._fail(batch, e if isinstance(e, JournalError) else JournalError(f"journal {self.path}: {e!r}"))
                 return
         self.commits += 1
@@ -543,6 +545,20 @@ class Journal:
                 self._appended.notify_all()
         for r in batch:
             r.lock.release()
+
+    def _keep_pending(self, cursors: dict[str, int], sub_states: dict[str, tuple[str, str | None]]) -> None:
+        """A failed transaction (disk full) took the pending cursors and states with it: put them back for the
+        next one, unless a newer value was marked meanwhile. Lost, they only made ``status`` lag until the next
+        ack; a subscriber that acknowledged its last event and went idle would have shown a backlog for good."""
+        if not cursors and not sub_states:
+            return
+        with self._pending_lock:
+            for name, seq in cursors.items():
+                self._pending_cursors[name] = max(seq, self._pending_cursors.get(name, seq))
+            for name, state in sub_states.items():
+                self._pending_sub_state.setdefault(name, state)
+            if self._dirty_since is None:
+                self._dirty_since = time.monotonic()
 
     @staticmethod
     def _fail(batch: list[_Request], error: BaseException) -> None:

@@ -246,6 +246,8 @@ def test_a_full_disk_is_reported_as_such_and_the_journal_writes_again_once_there
         pytest.skip("cannot mount a tmpfs here (a container without CAP_SYS_ADMIN)")
     try:
         j = Journal(fs / "j.db")
+        j.append([result(i) for i in range(3)])
+        j.register_subscriber("s")
         filler = fs / "filler"
         try:
             with open(filler, "wb") as f:
@@ -254,12 +256,15 @@ def test_a_full_disk_is_reported_as_such_and_the_journal_writes_again_once_there
         except OSError:
             pass
         big = {"unit_id": "X" * 20000, "result": "pass", "start_time": "2026-11-22T10:00:00Z"}
+        j.ack("s", 3)  # a subscriber acknowledges while nothing can be written: its cursor waits, not vanishes
         with pytest.raises(JournalError) as err:
             for _ in range(200):
                 j.append([Event.create("test.result", big, source="t")])
         assert "full" in str(err.value) and "cannot rollback" not in str(err.value), err.value
         filler.unlink()
         j.append([Event.create("test.result", big, source="t")])  # room again: it writes
+        j.flush()
+        assert j.reader().execute("SELECT cursor FROM subscribers WHERE name = 's'").fetchone()[0] == 3
         j.close()
     finally:
         subprocess.run(["umount", "-l", str(fs)], check=True)
