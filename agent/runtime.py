@@ -56,9 +56,12 @@ class Agent:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
+        notify = SystemdNotifier()
         self.journal = Journal(
             cfg.journal_path, max_bytes=cfg.journal.max_bytes, max_age=cfg.journal.max_age,
             sync=cfg.journal.sync, evictable_types=cfg.journal.evictable_types,
+            # a corrupt journal is salvaged before READY: keep systemd's start timeout from killing that
+            progress=lambda what: notify.send(f"EXTEND_TIMEOUT_USEC=60000000\nSTATUS={what}"),
         )
         if self.journal.corrupt_file:
             self.metrics.record_bad_input("journal-corrupt")
@@ -212,15 +215,16 @@ class Agent:
         self.build()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_requested.set())
+        previous_hook = threading.excepthook
+        threading.excepthook = lambda args: self._thread_died(args, previous_hook)
         try:
             self.lifecycle.start()
         except Exception:
+            threading.excepthook = previous_hook
             self.close()
             raise
         log.info("fixture-agent %s running: station %s, journal %s", __version__, self.config.agent.station,
                  self.config.journal_path)
-        previous_hook = threading.excepthook
-        threading.excepthook = lambda args: self._thread_died(args, previous_hook)
         notify = SystemdNotifier()
         notify.send("READY=1")
         interval = notify.watchdog_interval()
@@ -244,10 +248,11 @@ class Agent:
         return EX_SOFTWARE if self.thread_died else 0
 
     def _thread_died(self, args: threading.ExceptHookArgs, previous: Any) -> None:
-        """A thread that dies of an unexpected exception (ours, or a library's: paho's network loop, proton's
-        container) leaves part of the agent silently dead while the rest looks healthy. Nothing is lost by stopping
-        (the journal is durable and every source acknowledges only what it holds), so the agent stops with
-        EX_SOFTWARE and the service manager (Restart=always) starts it again with every part fresh."""
+        """A thread that dies of an unexpected exception (a library's, such as paho's network loop; ours catch
+        their own and report through ``/healthz``) leaves part of the agent silently dead while the rest looks
+        healthy. Nothing is lost by stopping (the journal is durable and every source acknowledges only what it
+        holds), so the agent stops with EX_SOFTWARE and the service manager (Restart=always) starts it again with
+        every part fresh."""
         previous(args)  # the traceback, as Python prints it
         if self.stop_requested.is_set() or args.exc_type is SystemExit:
             return

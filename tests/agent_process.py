@@ -33,7 +33,7 @@ def events(cfg: Path, type: str | None = None) -> list[dict]:
 
 
 def dead_letters(cfg: Path) -> list[dict]:
-    return json.loads(run_cli("dlq", "list", "-c", str(cfg), "--json", check=True).stdout)
+    return json.loads(run_cli("dlq", "list", "-c", str(cfg), "--json", "--limit", "1000000", check=True).stdout)
 
 
 def status(cfg: Path) -> dict:

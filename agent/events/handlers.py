@@ -34,10 +34,10 @@ class BaseHandler(ABC):
     #: Event types whose later events supersede earlier ones with the same ``coalesce_key`` (absolute values such
     #: as counters): while a backlog drains, only the newest of each key in a page is handed to ``handle``.
     coalesce_types: Iterable[Any] = ()
-    #: True while the subscriber replays a dead letter (``fixture-agent dlq retry``): the event is older than what
-    #: came since, so a handler with latest-wins semantics may decline it. Outside a replay the journal's order is
-    #: the truth, whatever the events' clocks say.
-    replaying: bool = False
+    #: The dead letter's id while the subscriber replays it (``fixture-agent dlq retry``), else None: the event may
+    #: be older than what came since, so a handler with latest-wins semantics may decline it. Outside a replay the
+    #: journal's order is the truth, whatever the events' clocks say.
+    replaying: int | None = None
 
     @property
     def name(self) -> str:

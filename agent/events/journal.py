@@ -27,6 +27,7 @@ The hot path uses the standard library's ``sqlite3`` directly; see the README fo
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import queue
@@ -211,6 +212,7 @@ class Journal:
         batch_max_rows: int = 2000,
         busy_timeout_ms: int = 30000,
         linger: float = 0.0005,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         if sync not in ("full", "normal"):
             raise ValueError(f"journal sync must be 'full' or 'normal', got {sync!r}")
@@ -241,9 +243,16 @@ class Journal:
         self._closed = False
         self.commits = 0  # transactions committed by this process; benchmarks and tests read it
         self.corrupt_file: Path | None = None
+        self._progress = progress  # told how a long salvage at open is going (the agent extends systemd's timeout)
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._wconn = self._open_checked()
+        self._lock_fd = self._lock_exclusive_if_alone()
+        try:
+            self._wconn = self._open_checked()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        fcntl.flock(self._lock_fd, fcntl.LOCK_SH)  # others (the CLI beside the agent) may open it now
         self._last_seq = self._wconn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
         self._writer = threading.Thread(target=self._writer_loop, name="journal-writer", daemon=True)
         self._writer.start()
@@ -256,34 +265,73 @@ class Journal:
         conn.execute("PRAGMA cache_size = -2048")  # 2 MB: the Pi's RAM matters more than re-reading a page
         return conn
 
+    def _lock_exclusive_if_alone(self) -> int:
+        """Every process holds ``<journal>.lock`` shared while it has the journal open; opening holds it exclusive
+        if it can. Only a process that is alone may salvage a corrupt file or finish a salvage: swapping the file
+        under a running agent would leave it writing into the copy kept aside."""
+        lock = Path(str(self.path) + ".lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o664)
+        except PermissionError:  # created by the agent's user; another user may still lock it for reading
+            fd = os.open(lock, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._alone = True
+        except BlockingIOError:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while another process is opening (or salvaging)
+            self._alone = False
+        return fd
+
+    def _quick_check(self) -> tuple[sqlite3.Connection | None, str | None]:
+        """The open connection and None, or None and what is wrong with the file."""
+        conn = None
+        try:
+            conn = self._connect()
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+            if rows != [("ok",)]:
+                problem = "; ".join(str(r[0]) for r in rows[:5])
+            else:
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                return conn, None
+        except sqlite3.DatabaseError as e:
+            problem = str(e)
+        if conn is not None:
+            conn.close()
+        return None, " ".join(problem.split())  # quick_check's answer spans lines: one log line
+
     def _open_checked(self) -> sqlite3.Connection:
         """Open and ``quick_check``. A corrupt file is salvaged into a new one (``salvage.py``): every row that can
         still be read keeps its key, so cursors, counters and undelivered events carry on; the corrupt file is
         moved aside and kept, never deleted."""
-        self._finish_salvage_swap()
-        problem = None
+        if self._alone:
+            self._finish_salvage_swap()
         if self.path.exists() and self.path.stat().st_size > 0:
-            conn = None
-            try:
-                conn = self._connect()
-                rows = conn.execute("PRAGMA quick_check").fetchall()
-                if rows != [("ok",)]:
-                    problem = "; ".join(str(r[0]) for r in rows[:5])
-                else:
-                    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-            except sqlite3.DatabaseError as e:
-                problem = str(e)
+            conn, problem = self._quick_check()
             if problem is None:
                 self._init_schema(conn)
                 return conn
-            if conn is not None:
-                conn.close()
-            self._salvage(" ".join(problem.split()))  # quick_check's answer spans lines: one log line
-            return self._open_checked()
+            if not self._alone:
+                raise JournalError(
+                    f"journal {self.path} is corrupt ({problem}) and another process has it open (the agent?); "
+                    "it is salvaged when it is opened alone: stop the agent and start it again")
+            self._salvage(problem)
+            conn, problem = self._quick_check()
+            if problem is not None:
+                raise JournalError(f"journal {self.path}: the salvaged copy fails its check too ({problem})")
+            self._init_schema(conn)
+            return conn
         conn = self._connect()
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file: free pages go back
         self._init_schema(conn)
         return conn
+
+    def _aside_name(self) -> Path:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside, n = self.path.with_name(f"{self.path.name}.corrupt-{stamp}"), 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        return aside
 
     def _salvage(self, problem: str) -> None:
         """Copy what can be read into ``<journal>.salvage``, mark it complete by renaming, then swap it in."""
@@ -292,20 +340,28 @@ class Journal:
         work = self.path.with_name(self.path.name + ".salvage")
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(str(work) + suffix).unlink(missing_ok=True)
+        st = self.path.stat()
+        identity = {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        aside = self._aside_name()
+        log.error("journal %s failed its integrity check (%s); salvaging what can be read", self.path, problem)
+
+        def progress(rows: int) -> None:
+            log.info("salvaging %s: %d rows copied so far", self.path, rows)
+            if self._progress is not None:
+                self._progress(f"salvaging the corrupt journal: {rows} rows copied")
+
         conn = sqlite3.connect(work, isolation_level=None)
         try:
             conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             self._init_schema(conn)
-            report = salvage(self.path, conn)
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            report = salvage(self.path, conn, progress=progress)
             used = conn.execute(
                 "SELECT COALESCE((SELECT SUM(LENGTH(body)) + COUNT(*) * ? FROM events), 0)"
                 " + COALESCE((SELECT SUM(COALESCE(LENGTH(body), 0)) + COUNT(*) * ? FROM dead_letters), 0)",
                 (ROW_OVERHEAD, ROW_OVERHEAD),
             ).fetchone()[0]
-            record = {**report.to_dict(), "problem": problem, "moved_to": str(aside)}
+            record = {**report.to_dict(), "problem": problem, "moved_to": str(aside), "identity": identity}
             now = time.time()
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("UPDATE meta SET value = ? WHERE key = 'used_bytes'", (int(used),))
@@ -315,8 +371,21 @@ class Journal:
                          ("journal.salvage", _json(record), now))
             conn.execute("COMMIT")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
+        except Exception as e:
             conn.close()
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(str(work) + suffix).unlink(missing_ok=True)
+            if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
+                raise JournalError(
+                    f"journal {self.path} is corrupt and there is no room to salvage it ({e}): free space on its "
+                    "file system; it is salvaged at the next start") from None
+            log.critical("JOURNAL CORRUPT: salvaging %s failed (%r); it is moved aside whole and a new journal "
+                         "started. Its events were NOT forwarded: recover them with the sqlite3 tool (.recover).",
+                         self.path, e)
+            self._move_aside(aside)
+            self.corrupt_file = aside
+            return
+        conn.close()
         os.replace(work, self.path.with_name(self.path.name + ".salvaged"))  # complete: the next start swaps it in
         _fsync_dir(self.path.parent)
         (log.critical if not report.complete else log.error)(
@@ -327,24 +396,42 @@ class Journal:
         )
         self._finish_salvage_swap(aside)
 
+    def _move_aside(self, aside: Path) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                os.replace(src, Path(str(aside) + suffix))
+        _fsync_dir(self.path.parent)
+
     def _finish_salvage_swap(self, aside: Path | None = None) -> None:
-        """Move the corrupt file aside and the completed salvage into its place; repeated at start after a power
-        cut between the steps (an incomplete ``.salvage`` is simply done again)."""
+        """Move the corrupt file aside and the completed salvage into its place. At start (``aside`` None) this
+        finishes a swap a power cut interrupted, but only for the file that salvage was made from: a copy left
+        from another file is set aside, never swapped over a journal that has moved on."""
         done = self.path.with_name(self.path.name + ".salvaged")
         if not done.exists():
             return
         if aside is None:
             c = sqlite3.connect(done)
             try:
-                aside = Path(msgspec.json.decode(
-                    c.execute("SELECT value FROM state WHERE key = 'journal.corrupt_file'").fetchone()[0]))
+                record = msgspec.json.decode(
+                    c.execute("SELECT value FROM state WHERE key = 'journal.salvage'").fetchone()[0])
+            except (sqlite3.Error, TypeError, msgspec.DecodeError):
+                record = {}
             finally:
                 c.close()
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(str(self.path) + suffix)
-            if src.exists():
-                os.replace(src, Path(str(aside) + suffix))
-        _fsync_dir(self.path.parent)
+            ident = record.get("identity") or {}
+            if self.path.exists():
+                st = self.path.stat()
+                if ident != {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}:
+                    stale = done.with_name(done.name + "-stale-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+                    os.replace(done, stale)
+                    log.warning("a salvaged journal copy %s is not from %s as it is now; kept as %s, not used",
+                                done, self.path, stale)
+                    return
+            aside = Path(record.get("moved_to") or self._aside_name())
+            log.error("JOURNAL CORRUPT: finishing the salvage of %s interrupted at an earlier start: %s",
+                      self.path, record.get("summary", "?"))
+        self._move_aside(aside)
         os.replace(done, self.path)
         _fsync_dir(self.path.parent)
         self.corrupt_file = aside
@@ -786,6 +873,11 @@ class Journal:
             args.append(limit)
         return [DeadLetter(*r[:8], bool(r[8]), r[9]) for r in self.reader().execute(sql, args)]
 
+    def last_dead_letter_id(self) -> int:
+        """The highest dead-letter id ever handed out (ids are never reused, not even after a salvage)."""
+        row = self.reader().execute("SELECT seq FROM sqlite_sequence WHERE name = 'dead_letters'").fetchone()
+        return int(row[0]) if row else 0
+
     def request_retry(self, ids: Sequence[int] | None = None) -> tuple[list[int], list[str]]:
         """Mark dead letters for redelivery to their subscriber. Returns (marked ids, reasons others were not)."""
 
@@ -871,6 +963,7 @@ class Journal:
         except sqlite3.Error:
             pass
         self._wconn.close()
+        os.close(self._lock_fd)
         with self._readers_lock:
             for c in self._readers:
                 try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +39,9 @@ TABLES: dict[str, tuple[str, ...]] = {
     "dead_letters": ("event_id", "event_type", "subscriber", "origin", "reason", "attempts", "created_at",
                      "retry_requested", "body"),
     "state": ("key", "value", "updated_at"),
+    "meta": ("key", "value"),  # evicted/refused counts; used_bytes is recomputed by the journal afterwards
 }
-_KEY = {"events": "seq", "dead_letters": "id", "subscribers": "rowid", "state": "rowid"}
+_KEY = {"events": "seq", "dead_letters": "id", "subscribers": "rowid", "state": "rowid", "meta": "rowid"}
 _MIN_KEY = -(1 << 63)
 _MAX_KEY = (1 << 63) - 1
 
@@ -89,19 +91,28 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     return conn
 
 
+#: beyond this many keys a gap is reported whole rather than looked up key by key
+MAX_POINT_PROBES = 1_000_000
+
+
 def walk(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], *, chunk: int = 256,
-         on_gap: Callable[[int, int], None]) -> Iterator[tuple]:
+         on_gap: Callable[[int, int], None], max_key: int | None = None) -> Iterator[tuple]:
     """Every readable row of ``table`` as ``(key, *columns)`` in key order; unreadable key ranges go to ``on_gap``.
 
-    A query that fails is retried with half the batch; once a single row after ``pos`` cannot be read, the walk
-    probes ever further ahead for a key it can read from, then narrows the gap back down by bisection.
+    A range query that fails is retried with half the batch. Once even the next single row cannot be read, the
+    walk probes ever further ahead (``key > x``) for a point it can scan from again, then looks up every key in
+    between on its own: a point lookup descends to one leaf, so it reads whatever pages survive inside the gap,
+    however many bad and good pages alternate there. ``max_key`` (from ``sqlite_sequence``) bounds that search
+    when nothing after the gap can be scanned.
     """
     key = _KEY[table]
-    sql = f"SELECT {key}, {', '.join(columns)} FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT ?"
+    cols = ", ".join(columns)
+    scan = f"SELECT {key}, {cols} FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT ?"
+    point = f"SELECT {key}, {cols} FROM {table} WHERE {key} = ?"
 
     def probe(after: int) -> bool:
         try:
-            conn.execute(sql, (after, 1)).fetchall()
+            conn.execute(scan, (after, 1)).fetchall()
             return True
         except sqlite3.DatabaseError:
             return False
@@ -109,43 +120,42 @@ def walk(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], *, chun
     pos, size = _MIN_KEY, chunk
     while True:
         try:
-            rows = conn.execute(sql, (pos, size)).fetchall()
+            rows = conn.execute(scan, (pos, size)).fetchall()
+            if rows and rows[-1][0] <= pos:
+                raise sqlite3.DatabaseError("rows out of order (a damaged interior page)")
         except sqlite3.DatabaseError:
             if size > 1:
                 size //= 2
                 continue
-            start = max(pos, 0)  # keys are never negative here; the first probe starts from 0
+            start = max(pos, -1)  # keys here are never negative
             step, good = 1, None
             while start + step < _MAX_KEY:
                 if probe(start + step):
                     good = start + step
                     break
                 step *= 2
-            if good is None:  # nothing readable after pos
-                on_gap(pos + 1 if pos > _MIN_KEY else 0, _MAX_KEY)
+            end = good if good is not None else (max_key if max_key is not None and max_key > start else _MAX_KEY)
+            if end - start > MAX_POINT_PROBES:
+                on_gap(start + 1, end)
+            else:
+                gap = None
+                for k in range(start + 1, end + 1):
+                    try:
+                        found = conn.execute(point, (k,)).fetchall()
+                    except sqlite3.DatabaseError:
+                        gap = k if gap is None else gap
+                        continue
+                    if gap is not None:
+                        on_gap(gap, k - 1)
+                        gap = None
+                    yield from found
+                if gap is not None:
+                    on_gap(gap, end)
+            if good is None:
                 return
-            lo, hi = start, good  # probe(lo) failed (or lo is pos), probe(hi) succeeds
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if probe(mid):
-                    hi = mid
-                else:
-                    lo = mid
-            # ``key > hi`` can be read, but a seek for ``key > hi - 1`` lands on the bad page: the row at ``hi``
-            # itself may well sit on the next, good page
-            try:
-                at_hi = conn.execute(sql.replace(f"{key} > ?", f"{key} = ?"), (hi, 1)).fetchall()
-            except sqlite3.DatabaseError:
-                at_hi = None
-            on_gap(pos + 1 if pos > _MIN_KEY else 0, hi if at_hi is None else hi - 1)
-            if at_hi:
-                yield from at_hi
-            pos, size = hi, chunk
+            pos, size = good, chunk
             continue
         if not rows:
-            return
-        if rows[-1][0] <= pos:  # a damaged interior page pointing backwards: stop rather than loop
-            on_gap(pos + 1, _MAX_KEY)
             return
         yield from rows
         pos, size = rows[-1][0], chunk
@@ -166,36 +176,70 @@ def _valid(table: str, row: tuple) -> bool:
     if table == "subscribers":
         return isinstance(row[1], str) and isinstance(row[2], int)
     if table == "state":
-        return isinstance(row[1], str) and isinstance(row[2], str)
+        if not (isinstance(row[1], str) and isinstance(row[2], str)):
+            return False
+        try:
+            msgspec.json.decode(row[2])
+        except msgspec.DecodeError:
+            return False
+        return True
+    if table == "meta":
+        return isinstance(row[1], str) and isinstance(row[2], int)
     return isinstance(row[0], int) and isinstance(row[5], str)  # dead_letters: its id and its reason
 
 
-def salvage(src_path: Path, into: sqlite3.Connection, *, batch: int = 500) -> SalvageReport:
+def salvage(src_path: Path, into: sqlite3.Connection, *, batch: int = 500,
+            progress: Callable[[int], None] | None = None) -> SalvageReport:
     """Copy every readable row of the journal at ``src_path`` into ``into`` (a new journal with the schema, no
-    rows) in transactions of ``batch`` rows. ``into`` is left without a transaction open."""
+    rows) in transactions of ``batch`` rows. ``into`` is left without a transaction open. ``progress`` is called
+    with the rows copied so far every few seconds (the agent tells systemd it is still starting)."""
     report = SalvageReport(source=str(src_path))
     try:
         src = open_readonly(src_path)
-        names = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as e:
-        report.error = f"its table list cannot be read: {e}"
+        report.error = f"it cannot be opened: {e}"
         return report
     try:
+        try:
+            names = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as e:
+            report.error = f"its table list cannot be read: {e}"
+            return report
+        sequences = _sequences(src)
+        ticker = _Ticker(progress, report)
         for table, columns in TABLES.items():
             report.rows[table] = report.rejected[table] = 0
             report.unreadable[table] = []
             if table not in names:
-                report.unreadable[table].append((0, _MAX_KEY))
+                if table != "meta":
+                    report.unreadable[table].append((0, _MAX_KEY))
                 continue
-            _copy(src, into, table, columns, report, batch)
-        _move_sequence_past_cursors(src, into)
+            _copy(src, into, table, columns, report, batch, sequences.get(table), ticker)
+        _move_sequences(into, sequences)
     finally:
         src.close()
     return report
 
 
+class _Ticker:
+    def __init__(self, progress: Callable[[int], None] | None, report: SalvageReport) -> None:
+        self.progress, self.report, self.last = progress, report, time.monotonic()
+
+    def __call__(self) -> None:
+        if self.progress is not None and time.monotonic() - self.last >= 5.0:
+            self.last = time.monotonic()
+            self.progress(sum(self.report.rows.values()))
+
+
+def _sequences(src: sqlite3.Connection) -> dict[str, int]:
+    try:
+        return {name: int(seq) for name, seq in src.execute("SELECT name, seq FROM sqlite_sequence")}
+    except (sqlite3.DatabaseError, TypeError, ValueError):
+        return {}
+
+
 def _copy(src: sqlite3.Connection, into: sqlite3.Connection, table: str, columns: tuple[str, ...],
-          report: SalvageReport, batch: int) -> None:
+          report: SalvageReport, batch: int, max_key: int | None, tick: Callable[[], None]) -> None:
     if table in ("events", "dead_letters"):
         insert = (f"INSERT OR IGNORE INTO {table}({_KEY[table]}, {', '.join(columns)}) "
                   f"VALUES ({', '.join('?' * (len(columns) + 1))})")
@@ -205,33 +249,37 @@ def _copy(src: sqlite3.Connection, into: sqlite3.Connection, table: str, columns
 
     def flush() -> None:
         into.execute("BEGIN IMMEDIATE")
-        into.executemany(insert, pending)
+        stored = into.executemany(insert, pending).rowcount
         into.execute("COMMIT")
+        report.rows[table] += stored
+        report.rejected[table] += len(pending) - stored  # a second row with the same id, a NOT NULL column empty
         pending.clear()
+        tick()
 
-    for row in walk(src, table, columns, on_gap=lambda a, b: report.unreadable[table].append((a, b))):
+    for row in walk(src, table, columns, on_gap=lambda a, b: report.unreadable[table].append((a, b)),
+                    max_key=max_key):
         if not _valid(table, row):
             report.rejected[table] += 1
             continue
         pending.append(row if table in ("events", "dead_letters") else row[1:])
-        report.rows[table] += 1
         if len(pending) >= batch:
             flush()
     if pending:
         flush()
 
 
-def _move_sequence_past_cursors(src: sqlite3.Connection, into: sqlite3.Connection) -> None:
-    """New events must be numbered after every seq a cursor has passed, or a subscriber would skip them."""
-    floor = into.execute(
-        "SELECT MAX(COALESCE((SELECT MAX(cursor) FROM subscribers), 0), COALESCE((SELECT MAX(seq) FROM events), 0))"
-    ).fetchone()[0]
-    try:
-        old = src.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        floor = max(floor, int(old[0]) if old else 0)
-    except (sqlite3.DatabaseError, TypeError, ValueError):
-        pass
+def _move_sequences(into: sqlite3.Connection, old: dict[str, int]) -> None:
+    """New rows must be numbered after every key the old file handed out: events after every seq a cursor has
+    passed (or a subscriber would skip them), dead letters after every id (a CLI user may hold one)."""
+    floors = {
+        "events": into.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(cursor) FROM subscribers), 0),"
+            " COALESCE((SELECT MAX(seq) FROM events), 0))").fetchone()[0],
+        "dead_letters": into.execute("SELECT COALESCE(MAX(id), 0) FROM dead_letters").fetchone()[0],
+    }
     into.execute("BEGIN IMMEDIATE")
-    if into.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'events'", (floor,)).rowcount == 0:
-        into.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('events', ?)", (floor,))
+    for name, floor in floors.items():
+        floor = max(floor, old.get(name, 0))
+        if into.execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = ?", (floor, name)).rowcount == 0:
+            into.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)", (name, floor))
     into.execute("COMMIT")

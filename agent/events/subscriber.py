@@ -271,11 +271,11 @@ class Subscription:
                 self.journal.redelivered(dl.id, False, f"cannot replay: {e}")
                 continue
             event = msgspec.structs.replace(event, metadata=msgspec.structs.replace(event.metadata, retry_count=0))
-            self.handler.replaying = True
+            self.handler.replaying = dl.id
             try:
                 outcome = self.deliver(event)
             finally:
-                self.handler.replaying = False
+                self.handler.replaying = None
             if outcome is Outcome.INTERRUPTED:
                 return
             # Delivered: done. Dead-lettered again: a fresh row with the new reason replaced this one.

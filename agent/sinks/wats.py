@@ -381,7 +381,7 @@ class WatsSink(BaseHandler):
         p = event.payload
         if t in REPORT_TYPES:
             self._send_report(event)
-        elif t in LATEST_WINS and self.replaying and self._stale(event):
+        elif t in LATEST_WINS and self.replaying is not None and self._stale(event, self.replaying):
             return  # an older value than WATS already has (a dead letter replayed late): sending it would undo
         elif t == EventType.ASSET_COUNTERS.value:
             if self.cfg.counters_api == "absolute":
@@ -408,23 +408,22 @@ class WatsSink(BaseHandler):
         else:
             return  # the subscriber's type filter keeps other types away; nothing to send
         if t in LATEST_WINS:
-            md = event.metadata
-            self.state_put(f"wats:latest:{t}:{p['asset_id']}", {"id": event.id, "boot": md.boot_id,
-                                                                "mono": md.monotonic_ns})
+            self.state_put(f"wats:latest:{t}:{p['asset_id']}",
+                           {"id": event.id, "dead_letters_max": self._last_dead_letter_id()})
 
-    def _stale(self, event: Event) -> bool:
-        """For a replayed dead letter: older than the last value sent for this asset? Within one boot the monotonic
-        clock decides (a wall clock stepped back by NTP must not make a fresh value look old); across boots only
-        the wall-clock time in the UUIDv7 id is left."""
+    def _stale(self, event: Event, dead_letter_id: int) -> bool:
+        """For a replayed dead letter: was a value for this asset sent after it was dead-lettered? A subscriber
+        goes through the journal in order, so anything sent after the dead letter was written came later in the
+        journal: it is newer, whatever the clocks said (a Pi restarted with its clock behind stamps newer values
+        with older times). Recorded as the highest dead-letter id at the moment of sending."""
         last = self.state_get(f"wats:latest:{event.event_type}:{event.payload['asset_id']}")
-        if isinstance(last, str):  # written by an earlier version: the id alone
-            last = {"id": last}
-        if not isinstance(last, dict) or not isinstance(last.get("id"), str):
-            return False
-        md = event.metadata
-        if last.get("boot") == md.boot_id and isinstance(last.get("mono"), int):
-            return md.monotonic_ns < last["mono"]
-        return event.id < last["id"]
+        if isinstance(last, dict) and isinstance(last.get("dead_letters_max"), int):
+            return last["dead_letters_max"] >= dead_letter_id
+        last_id = last.get("id") if isinstance(last, dict) else last
+        return isinstance(last_id, str) and event.id < last_id  # recorded by an earlier version: the id's time
+
+    def _last_dead_letter_id(self) -> int:
+        return self._journal.last_dead_letter_id() if self._journal is not None else 0
 
     # counters ------------------------------------------------------------------------------------------------
     def _set_counters(self, asset: str, running: int, total: int) -> None:

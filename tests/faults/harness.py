@@ -81,6 +81,7 @@ class Figures:
     corruptions: int = 0
     clock_jumps: int = 0
     died_by_itself: int = 0
+    exit_codes: list = field(default_factory=list)  # of the deaths by itself (negative: the signal)
     wats_faults: Counter = field(default_factory=Counter)
     lost: int = 0
     duplicate_ids: int = 0
@@ -98,9 +99,9 @@ class FaultRun:
         self.station_rng = random.Random(seed + 1)  # the station's bad payloads: its own, or threads reorder draws
         self.stopped_cleanly = False
         self.results, self.serial_messages, self.spread, self.audit = results, serial_messages, spread, audit
-        self.corruptions, self.clock_jumps = corruptions, clock_jumps
+        self.corruptions, self.clock_jumps = min(corruptions, kills), clock_jumps
         self.clock_file = work / "faketime"  # the agent's wall-clock offset (libfaketime reads it at every call)
-        self.clock_file.write_text("+0\n")
+        self._set_clock("+0")
         self.started_at = time.time()
         self.cfx = os.path.exists(RABBITMQ_SERVER) and cfx_messages > 0  # RabbitMQ is a root-installed package
         self.cfx_messages = cfx_messages
@@ -341,9 +342,12 @@ reconnect_max = "1s"
         if LIBFAKETIME and self.clock_jumps:
             threading.Thread(target=self._jump_clock, daemon=True).start()
         t0 = time.monotonic()
+        owed = 0  # a corruption that could not be done at its kill (disk full) is done at the next one
         for n, at in enumerate(kill_at):
             time.sleep(max(0.0, t0 + at - time.monotonic()))
-            self._kill_agent(corrupt=n in corrupt_after)
+            owed += n in corrupt_after
+            if self._kill_agent(corrupt=owed > 0):
+                owed -= 1
             if self.rng.random() < 0.08:
                 self._kill_broker()
             if self.cfx and self.rng.random() < 0.06:
@@ -365,29 +369,35 @@ reconnect_max = "1s"
         for n, when in enumerate(at):
             if self.stop.wait(max(0.0, t0 + when - time.monotonic())):
                 break
-            offset = "+0" if n % 2 else rng.choice(wrong)
-            self.clock_file.write_text(offset + "\n")
+            self._set_clock("+0" if n % 2 else rng.choice(wrong))
             self.figures.clock_jumps += 1
-        self.clock_file.write_text("+0\n")
+        self._set_clock("+0")
 
-    def _kill_agent(self, corrupt: bool = False) -> None:
+    def _set_clock(self, offset: str) -> None:
+        """Atomically: libfaketime re-reads the file at every clock call and must never see it half written."""
+        tmp = self.clock_file.with_suffix(".tmp")
+        tmp.write_text(offset + "\n")
+        os.replace(tmp, self.clock_file)
+
+    def _kill_agent(self, corrupt: bool = False) -> bool:
         if self.agent.poll() is not None:
             self.figures.died_by_itself += 1
+            self.figures.exit_codes.append(self.agent.returncode)
         self.agent.send_signal(signal.SIGKILL)
         self.agent.wait(10)
         self.figures.crashes_survived += 1
         time.sleep(self.rng.uniform(0, 0.3))
-        if corrupt:
-            self._corrupt_journal()
+        corrupted = corrupt and self._corrupt_journal()
         self._start_agent()
+        return corrupted
 
-    def _corrupt_journal(self) -> None:
+    def _corrupt_journal(self) -> bool:
         """A page of the journal's id index turned to garbage, as an SD card returns a bad block: the agent must
         notice at start and salvage every row (the tables are intact). What a damaged *table* page costs is
         proven in tests/unit/test_salvage.py; here the reconciliation can then still demand "nothing lost"."""
         db = self.work / "data" / "journal.db"
-        if (self.work / "data" / "filler").exists():
-            return  # a full disk leaves no room for the salvaged copy: that start would fail for another reason
+        if (self.work / "data" / "filler").exists() or (self.work / "data" / "journal.db.salvaged").exists():
+            return False  # no room for a salvaged copy, or a salvage still to be finished: at the next kill
         conn = sqlite3.connect(db)
         try:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the page must be read from the file, not the WAL
@@ -400,6 +410,7 @@ reconnect_max = "1s"
             f.write(self.rng.randbytes(page_size))
             os.fsync(f.fileno())
         self.figures.corruptions += 1
+        return True
 
     def _kill_broker(self) -> None:
         self.broker.proc.send_signal(signal.SIGKILL)
@@ -463,6 +474,7 @@ reconnect_max = "1s"
             self.rabbit_kill.join(120)
         if self.agent.poll() is not None:
             self.figures.died_by_itself += 1
+            self.figures.exit_codes.append(self.agent.returncode)
             self._start_agent()
 
         def drained() -> bool:
@@ -581,10 +593,12 @@ reconnect_max = "1s"
         # the corrupted journals: noticed at start and salvaged whole (an index page: every row is still readable)
         log = (self.work / "agent.log").read_text(errors="replace")
         salvages = [line for line in log.splitlines() if "JOURNAL CORRUPT" in line]
+        kept = [p for p in (self.work / "data").glob("journal.db.corrupt-*") if not p.name.endswith(("-wal", "-shm"))]
         checks.append(Check("every corrupted journal was noticed and salvaged with nothing unreadable",
-                            len(salvages) == self.figures.corruptions
-                            and all("nothing unreadable" in line for line in salvages),
-                            f"{self.figures.corruptions} corrupted, {len(salvages)} salvages logged: "
+                            self.figures.corruptions == self.corruptions and len(kept) == self.corruptions
+                            and salvages and all("nothing unreadable" in line for line in salvages),
+                            f"{self.figures.corruptions} of {self.corruptions} corrupted, {len(kept)} files kept "
+                            f"aside, {len(salvages)} salvages logged: "
                             + "; ".join(line.split(". ")[1] if ". " in line else line for line in salvages)[:400]))
 
         # the clock jumps: the agent really ran on a wrong clock for a while (else the faults above proved less)
@@ -641,7 +655,7 @@ def run(work: Path, *, seed: int, kills: int, seconds: float, **kw) -> tuple[lis
         checks = [Check("everything drained after the faults were healed", drained),
                   Check("the agent stopped cleanly on SIGTERM at the end", r.stopped_cleanly),
                   Check("the agent never died by itself", r.figures.died_by_itself == 0,
-                        f"{r.figures.died_by_itself} times")] + r.reconcile()
+                        f"{r.figures.died_by_itself} times, exit codes {r.figures.exit_codes}")] + r.reconcile()
     finally:
         r.unmount()
     return checks, r.summary(checks)

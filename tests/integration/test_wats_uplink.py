@@ -405,11 +405,10 @@ def test_a_wrapped_token_is_refused_without_being_quoted(wats, tmp_path):
 def test_an_older_counter_replayed_late_never_sets_wats_back(wats, tmp_path):
     up = Uplink(tmp_path, sink_cfg(wats, tmp_path))
     older, newer = counters("FX-1", 50, 1000), counters("FX-1", 80, 1030)
+    dl = up.journal.dead_letter(reason="503 long ago", event=older, subscriber=up.sub.name)  # failed back then
     up.bus.publish(newer)
     assert up.bus.wait_idle(10)
-    # `fixture-agent dlq retry` of an event that failed long ago: the subscriber's real replay path
-    dl = up.journal.dead_letter(reason="503 long ago", event=older, subscriber=up.sub.name)
-    up.journal.request_retry([dl])
+    up.journal.request_retry([dl])  # `fixture-agent dlq retry`: the subscriber's real replay path
     assert wait_for(lambda: not up.journal.dead_letters(), 20), up.journal.dead_letters()
     up.close()
     assert (wats.assets["FX-1"]["totalCount"], wats.assets["FX-1"]["runningCount"]) == (1030, 80)
@@ -438,6 +437,34 @@ def test_counters_after_the_wall_clock_stepped_back_are_sent(wats, tmp_path, mon
     assert up.bus.wait_idle(10)
     up.close()
     assert (wats.assets["FX-1"]["totalCount"], wats.assets["FX-1"]["runningCount"]) == (1001, 51)
+
+
+@pytest.mark.parametrize("api", ["absolute", "increment"])
+def test_an_old_counter_replayed_after_a_restart_with_the_clock_behind_is_declined(wats, tmp_path, monkeypatch,
+                                                                                 api):
+    """Boot A: a counter fails and is dead-lettered. Boot B, clock 3 h behind (no RTC): newer counters are sent
+    with ids from an earlier time. `dlq retry` of boot A's counter must not set WATS back (by the ids' time it
+    looked newer: absolute mode went back to 1000, increment mode took the drop for a replaced counter and
+    ended at 2030; found by review)."""
+    import agent.events.ids as ids
+
+    wats.register_asset("FX-1")
+    up = Uplink(tmp_path, sink_cfg(wats, tmp_path, counters_api=api))
+    older = msgspec.structs.replace(counters("FX-1", 50, 1000), metadata=msgspec.structs.replace(
+        counters("FX-1", 0, 0).metadata, boot_id="boot-A"))
+    dl = up.journal.dead_letter(reason="503 long ago", event=older, subscriber=up.sub.name)  # when it failed
+    real = time.time_ns
+    monkeypatch.setattr(ids, "_last_ms", 0)
+    monkeypatch.setattr(ids.time, "time_ns", lambda: real() - 3 * 3600 * 10**9)
+    newer = counters("FX-1", 80, 1030)
+    monkeypatch.undo()
+    assert newer.id < older.id
+    up.bus.publish(newer)
+    assert up.bus.wait_idle(10)
+    up.journal.request_retry([dl])
+    assert wait_for(lambda: not up.journal.dead_letters(), 20), up.journal.dead_letters()
+    up.close()
+    assert (wats.assets["FX-1"]["totalCount"], wats.assets["FX-1"]["runningCount"]) == (1030, 80)
 
 
 def wats_last_id(up) -> str:
