@@ -129,12 +129,13 @@ class EventBus:
         return self.publish_many((event,))[0]
 
     def publish_many(self, events: Iterable[Event], state: dict[str, Any] | None = None,
-                     expect: dict[str, Any] | None = None) -> list[Event]:
-        """Journal several events (and optional state, compare-and-set against ``expect``) in one transaction:
-        all durable, or none."""
+                     expect: dict[str, Any] | None = None,
+                     bad_input: Sequence[tuple[str, bytes, str]] = ()) -> list[Event]:
+        """Journal several events (and optional state, compare-and-set against ``expect``, and bad input kept as
+        dead letters) in one transaction: all durable, or none."""
         processed = [self.chain.process(e) for e in events]
         try:
-            self.journal.append(processed, state, expect)
+            self.journal.append(processed, state, expect, bad_input)
         except JournalFull:
             for e in processed:
                 self.metrics.record_refused(e.event_type)

@@ -158,7 +158,7 @@ def type_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
 class _Request:
     """One unit of work for the writer; the submitting thread blocks on ``lock`` until it is done."""
 
-    __slots__ = ("rows", "state", "expect", "fn", "lock", "result", "error")
+    __slots__ = ("rows", "state", "expect", "fn", "lock", "result", "error", "bad")
 
     def __init__(self, rows=None, state=None, fn=None, expect=None) -> None:
         self.rows = rows
@@ -169,6 +169,7 @@ class _Request:
         self.lock.acquire()
         self.result: Any = None
         self.error: BaseException | None = None
+        self.bad: list[tuple] = []  # bad input kept as dead letters with these rows
 
 
 _WAKE = object()
@@ -482,12 +483,15 @@ class Journal:
 
     # ------------------------------------------------------------------------------------------------ writing
     def append(self, events: Sequence[Event], state: dict[str, Any] | None = None,
-               expect: dict[str, Any] | None = None) -> None:
+               expect: dict[str, Any] | None = None,
+               bad_input: Sequence[tuple[str, bytes, str]] = ()) -> None:
         """Make ``events`` durable (and ``state`` with them, atomically). Returns once committed.
 
         ``expect`` makes it a compare-and-set: each key must currently hold that value (None: absent), or nothing
         is stored and ``StateConflict`` is raised. Raises ``JournalFull`` when the bound is reached and nothing
-        evictable is left; nothing of this call is then stored.
+        evictable is left; nothing of this call is then stored. ``bad_input`` (origin, raw bytes, reason) become
+        dead letters in the same transaction: a source that remembers what it took (in ``state``) then keeps a
+        bad message once, even when a crash makes the far end send it again.
         """
         now = time.time()
         rows = []
@@ -497,7 +501,9 @@ class Journal:
             if ev_flag is None:
                 ev_flag = self._evictable_cache[t] = int(self._is_evictable(t))
             rows.append((ev.metadata.event_id, t, ev_flag, now, encode(ev)))
-        self._submit(_Request(rows=rows, state=state, expect=expect))
+        req = _Request(rows=rows, state=state, expect=expect)
+        req.bad = [(origin, reason[:4000], now, raw) for origin, raw, reason in bad_input]
+        self._submit(req)
 
     def call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``fn(conn)`` inside the writer's next transaction (atomic with it) and return its result."""
@@ -658,12 +664,14 @@ class Journal:
         used = conn.execute("SELECT value FROM meta WHERE key = 'used_bytes'").fetchone()[0]
         rows: list[tuple] = []
         states: list[tuple] = []
+        bad: list[tuple] = []
         evicted_bytes = 0
         for r in batch:
             if r.rows is not None:
                 if r.expect and not self._state_matches(conn, r):
                     continue
-                need = sum(len(row[4]) + ROW_OVERHEAD for row in r.rows)
+                need = sum(len(row[4]) + ROW_OVERHEAD for row in r.rows) + sum(len(b[3]) + ROW_OVERHEAD
+                                                                              for b in r.bad)
                 if used + need > self.max_bytes:
                     freed = self._evict(conn, used + need - self.max_bytes, "max_bytes")
                     used -= freed
@@ -680,6 +688,7 @@ class Journal:
                         continue
                 used += need
                 rows.extend(r.rows)
+                bad.extend(r.bad)
                 if r.state:
                     states.extend((k, _json(v), now) for k, v in r.state.items())
             elif r.fn is not None:
@@ -701,6 +710,12 @@ class Journal:
                 "UPDATE meta SET value = value + ? WHERE key = 'used_bytes'",
                 (sum(len(row[4]) + ROW_OVERHEAD for row in rows),),
             )
+        if bad:
+            conn.executemany(
+                "INSERT INTO dead_letters(origin, reason, attempts, created_at, body) VALUES (?, ?, 0, ?, ?)", bad
+            )
+            conn.execute("UPDATE meta SET value = value + ? WHERE key = 'used_bytes'",
+                         (sum(len(b[3]) + ROW_OVERHEAD for b in bad),))
         if states:
             conn.executemany(
                 "INSERT INTO state(key, value, updated_at) VALUES (?, ?, ?) "

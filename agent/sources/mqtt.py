@@ -123,6 +123,7 @@ class MqttSource(BaseTransport):
         self.counts: Counter[str] = Counter()
         self.limiter = DeviceRateLimit(cfg.rate_limit, cfg.rate_burst)
         self._limited_noted: dict[str, float] = {}
+        self._bad: list[tuple[str, bytes, str]] = []  # the batch's bad input, journaled with it
         # Unbounded, but QoS 1 is bounded by flow control (receive_maximum) and QoS 0 by QOS0_BACKLOG: the network
         # thread must never block here (it would stop keepalives, and stopping would hang on it).
         self._inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
@@ -280,6 +281,7 @@ class MqttSource(BaseTransport):
         assert self._bus is not None
         events: list[Event] = []
         digests: list[str] = []
+        self._bad = []  # dead letters of this batch: written with its events and digests, so kept once
         for item in batch:
             msg = item.msg
             self.counts["received"] += 1
@@ -297,13 +299,13 @@ class MqttSource(BaseTransport):
                 self.bad_input(msg, f"internal error: {type(e).__name__}: {e}")
             if msg.qos > 0:
                 digests.append(digest)
-        if events or digests:
+        if events or digests or self._bad:
             # the digests commit with the events: after a crash, what the broker resends is recognised
             state = {self.recent_key: self.recent.with_new(digests)} if digests else None
             attempt = 0
             while True:
                 try:
-                    self._bus.publish_many(events, state=state)
+                    self._bus.publish_many(events, state=state, bad_input=self._bad)
                     break
                 except Exception as e:  # noqa: BLE001 - journal full, disk error: keep the batch, try again
                     attempt += 1
@@ -370,10 +372,7 @@ class MqttSource(BaseTransport):
             self.counts["bad"] += 1
             self._bus.metrics.record_bad_input(self.name)
         log.warning("source %s: bad message on %s: %s", self.name, msg.topic, reason)
-        try:
-            self._bus.dead_letters.add_bad_input(f"{self.name} {msg.topic}", bytes(msg.payload), reason)
-        except JournalFull:
-            log.error("source %s: journal full; bad message on %s not kept", self.name, msg.topic)
+        self._bad.append((f"{self.name} {msg.topic}", bytes(msg.payload), reason))
 
     def _rate_limited(self, msg: Any, device: str) -> None:
         """Counted always; kept (one message a minute per device, with the reason) so the culprit is visible."""

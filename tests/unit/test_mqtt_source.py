@@ -183,13 +183,15 @@ def test_source_and_sink_on_one_broker_cannot_share_a_client_id():
 
 def test_a_dead_letter_the_journal_refuses_does_not_end_the_ingest_thread(journal, monkeypatch):
     """A full disk refusing a bad message's dead letter used to raise out of the worker thread: ingest stopped
-    until a restart (found in review of the fault harness's disk-full injection)."""
+    until a restart (found in review of the fault harness's disk-full injection). The dead letter is now written
+    with its batch, so the retries keep it once (they wrote it again, and the fault harness counted 13 dead
+    letters for 12 bad payloads)."""
     import threading
 
     from agent.events.journal import JournalError
 
     src, bus = source(journal)
-    real = bus.dead_letters.add_bad_input
+    real = bus.publish_many
     refusals = []
 
     def full(*a, **kw):
@@ -198,7 +200,7 @@ def test_a_dead_letter_the_journal_refuses_does_not_end_the_ingest_thread(journa
             raise JournalError("journal j.db: write failed: database or disk is full")
         return real(*a, **kw)
 
-    monkeypatch.setattr(bus.dead_letters, "add_bad_input", full)
+    monkeypatch.setattr(bus, "publish_many", full)
     monkeypatch.setattr("agent.sources.mqtt.backoff_delay", lambda *a, **k: 0.01)
     worker = threading.Thread(target=src._work, daemon=True)
     worker.start()
@@ -210,6 +212,17 @@ def test_a_dead_letter_the_journal_refuses_does_not_end_the_ingest_thread(journa
             src._inbox.put(item)
         assert wait_for(lambda: len(journal.read_after(0, 100)) == 1, 5)  # and it goes on ingesting
         assert worker.is_alive() and len(refusals) == 2
+        assert len(journal.dead_letters()) == 1
     finally:
         src._stop.set()
         worker.join(5)
+
+
+def test_a_bad_message_the_broker_resends_after_a_crash_is_kept_once(journal):
+    """Killed after the commit and before the PUBACK, the broker sends the bad message again (DUP): its digest,
+    committed with its dead letter, recognises it."""
+    src, bus = source(journal)
+    src.ingest(batch(msg("assets/FX-1/counters", b"{not json", mid=7)))
+    again = source(journal)[0]  # the restarted agent: its memory loaded from the journal
+    again.ingest(batch(msg("assets/FX-1/counters", b"{not json", mid=7, dup=True)))
+    assert len(journal.dead_letters()) == 1 and again.counts["duplicates"] == 1
