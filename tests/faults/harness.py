@@ -267,7 +267,7 @@ reconnect_max = "1s"
                               capture_output=True).returncode == 0
 
     def _start_agent(self) -> None:
-        env = {**os.environ, **self._clock_env()}
+        env = {**os.environ, **self._clock_env(), "PYTHONFAULTHANDLER": "1"}  # a crash of its own leaves a trace
         self.agent = subprocess.Popen(cli_cmd("run", "-c", str(self.cfg)), cwd=ROOT, stdout=subprocess.DEVNULL,
                                       stderr=self.agent_log, env=env)
 
