@@ -376,11 +376,14 @@ class Journal:
             conn.close()
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(str(work) + suffix).unlink(missing_ok=True)
-            if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
+            if isinstance(e, (sqlite3.OperationalError, OSError)):
+                # no room or an I/O error (a full file system shows as either): starting empty would strand the
+                # undelivered events in the kept file for good; refuse, and salvage at the next start
                 raise JournalError(
-                    f"journal {self.path} is corrupt and there is no room to salvage it ({e}): free space on its "
-                    "file system; it is salvaged at the next start") from None
-            log.critical("JOURNAL CORRUPT: salvaging %s failed (%r); it is moved aside whole and a new journal "
+                    f"journal {self.path} is corrupt and could not be salvaged now ({e}); free space on its file "
+                    "system if it is full; it is salvaged at the next start") from None
+            log.critical("JOURNAL CORRUPT: salvaging %s failed (%r, a defect of the salvage); it is moved aside whole "
+                         "and a new journal "
                          "started. Its events were NOT forwarded: recover them with the sqlite3 tool (.recover).",
                          self.path, e)
             self._move_aside(aside)

@@ -171,7 +171,8 @@ reconnect_min = "0.2s"
 reconnect_max = "1s"
 {self._cfx_config()}""")
         self.wats.register_asset(ASSET)
-        self.tmpfs = self._mount_small_fs(self.work / "data")
+        # room for the journal, a salvage copy and every corrupt file kept aside (never deleted by the agent)
+        self.tmpfs = self._mount_small_fs(self.work / "data", 32 + 16 * self.corruptions)
         # the journal forgets what every subscriber has; an audit subscriber that never reads keeps it all for the
         # reconciliation (the agent leaves a subscriber it does not run alone: ``subscribers drop`` is for humans)
         if self.audit:
@@ -258,12 +259,12 @@ reconnect_max = "1s"
                 _close_quietly(conn)
 
     @staticmethod
-    def _mount_small_fs(where: Path) -> bool:
+    def _mount_small_fs(where: Path, megabytes: int) -> bool:
         """The journal on a small tmpfs of its own (as root), so the harness can fill the file system under it."""
         where.mkdir(parents=True, exist_ok=True)
         if os.geteuid() != 0:
             return False
-        return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(where)],
+        return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(where)],
                               capture_output=True).returncode == 0
 
     def _start_agent(self) -> None:
