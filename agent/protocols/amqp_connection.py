@@ -85,9 +85,9 @@ class ContainerThread:
         with _FIRST_CONNECT:
             self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._thread.start()
-            settled = getattr(self.handler, "settled", None)
-            if settled is not None:
-                settled.wait(FIRST_CONNECT_WAIT)
+            done = getattr(self.handler, "first_connect_done", None)
+            if done is not None:
+                done.wait(FIRST_CONNECT_WAIT)
 
     def _run(self) -> None:
         # Handlers guard their own event methods (``guarded``): an exception escaping to here is proton's own, and
@@ -167,16 +167,16 @@ class Reconnecting:
         self.open_links(event.container)
 
     @property
-    def settled(self) -> threading.Event:
+    def first_connect_done(self) -> threading.Event:
         """Set once the first connection opened or ended (``ContainerThread.start`` waits for it)."""
-        ev = self.__dict__.get("_settled")
+        ev = self.__dict__.get("_first_connect_done")
         if ev is None:
-            ev = self.__dict__["_settled"] = threading.Event()
+            ev = self.__dict__["_first_connect_done"] = threading.Event()
         return ev
 
     def connected_again(self) -> None:
         self._attempt = 0
-        self.settled.set()
+        self.first_connect_done.set()
 
     def on_disconnected(self, event: Any) -> None:
         """(proton calls this only when the connection was still open locally: on_transport_closed covers all)"""
@@ -185,7 +185,7 @@ class Reconnecting:
     def on_transport_closed(self, event: Any) -> None:
         # Every end of a connection lands here, also a broker's clean close (after which proton's own handlers
         # have closed the connection locally, and on_disconnected never comes).
-        self.settled.set()
+        self.first_connect_done.set()
         self.lost(event)
         if self.stopping:
             return
