@@ -56,14 +56,6 @@ def connect_options(cfg: AmqpConnectionSection, what: str) -> dict[str, Any]:
     return kw
 
 
-#: Held while a container makes its first connection. python-qpid-proton 0.40 crashed (SIGSEGV inside its binding,
-#: in ``pn_collector_put_pyref`` and the reactor's handler lookup) when the CFX source's and the endpoint's
-#: containers connected at the same moment: 3 times in about 200 agent starts under the fault harness, always at
-#: start. Starting them one after the other avoids that moment.
-_FIRST_CONNECT = threading.Lock()
-FIRST_CONNECT_WAIT = 5.0
-
-
 class ContainerThread:
     """A proton Container running ``handler`` on a thread of its own."""
 
@@ -80,14 +72,8 @@ class ContainerThread:
         handler.on_agent_call = self._on_agent_call  # dispatched by the ApplicationEvent type below
 
     def start(self) -> None:
-        """Start the thread; returns once its first connection is open or has failed (at most a few seconds), so
-        two containers never make their first connection at once (see ``_FIRST_CONNECT``)."""
-        with _FIRST_CONNECT:
-            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-            self._thread.start()
-            done = getattr(self.handler, "first_connect_done", None)
-            if done is not None:
-                done.wait(FIRST_CONNECT_WAIT)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
 
     def _run(self) -> None:
         # Handlers guard their own event methods (``guarded``): an exception escaping to here is proton's own, and
@@ -166,17 +152,8 @@ class Reconnecting:
     def on_start(self, event: Any) -> None:
         self.open_links(event.container)
 
-    @property
-    def first_connect_done(self) -> threading.Event:
-        """Set once the first connection opened or ended (``ContainerThread.start`` waits for it)."""
-        ev = self.__dict__.get("_first_connect_done")
-        if ev is None:
-            ev = self.__dict__["_first_connect_done"] = threading.Event()
-        return ev
-
     def connected_again(self) -> None:
         self._attempt = 0
-        self.first_connect_done.set()
 
     def on_disconnected(self, event: Any) -> None:
         """(proton calls this only when the connection was still open locally: on_transport_closed covers all)"""
@@ -185,7 +162,6 @@ class Reconnecting:
     def on_transport_closed(self, event: Any) -> None:
         # Every end of a connection lands here, also a broker's clean close (after which proton's own handlers
         # have closed the connection locally, and on_disconnected never comes).
-        self.first_connect_done.set()
         self.lost(event)
         if self.stopping:
             return
