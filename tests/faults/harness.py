@@ -58,8 +58,7 @@ from tests.wats_standin import WatsStandIn
 
 ASSET = "FX-SIM"
 CFX_PUBLISHED = ("test.result", "asset.state_changed", "asset.fault")  # what the agent's CFX endpoint sends
-#: libfaketime's multi-threaded build: the plain one is not safe in a program with threads (the agent crashed with
-#: SIGSEGV under it, at random places: inside proton, in threading.Event.set)
+#: libfaketime's multi-threaded build (the agent has threads)
 LIBFAKETIME = next((p for p in ("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
                                 "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
                                 "/usr/lib/faketime/libfaketimeMT.so.1") if os.path.exists(p)), None)
@@ -84,7 +83,6 @@ class Figures:
     clock_jumps: int = 0
     died_by_itself: int = 0
     exit_codes: list = field(default_factory=list)  # of the deaths by itself (negative: the signal)
-    segv_under_faketime: int = 0
     wats_faults: Counter = field(default_factory=Counter)
     lost: int = 0
     duplicate_ids: int = 0
@@ -384,14 +382,9 @@ reconnect_max = "1s"
         os.replace(tmp, self.clock_file)
 
     def _died(self) -> None:
-        """The agent had ended on its own. A SIGSEGV while libfaketime is preloaded is counted apart (see
-        docs/faults.md: never seen without it); any other end fails the run."""
-        code = self.agent.returncode
-        if code == -signal.SIGSEGV and LIBFAKETIME and self.clock_jumps:
-            self.figures.segv_under_faketime += 1
-        else:
-            self.figures.died_by_itself += 1
-            self.figures.exit_codes.append(code)
+        """The agent had ended on its own: that fails the run (its exit code, negative for a signal, is shown)."""
+        self.figures.died_by_itself += 1
+        self.figures.exit_codes.append(self.agent.returncode)
 
     def _kill_agent(self, corrupt: bool = False) -> bool:
         if self.agent.poll() is not None:
@@ -638,8 +631,7 @@ reconnect_max = "1s"
                 f"{f.rabbit_kills if self.cfx else 'no RabbitMQ: no'} RabbitMQ kills, {f.corruptions} journals "
                 f"corrupted, {f.clock_jumps if LIBFAKETIME else 'no libfaketime: no'} clock steps, {f.disk_full} disk full "
                 f"({f'{refused} writes refused' if self.tmpfs else 'not as root: not injected'}), WATS faults: {faults}; "
-                f"lost {f.lost}, duplicate ids {f.duplicate_ids}, resent posts {f.resent_posts}"
-                + (f"; SIGSEGV under libfaketime {f.segv_under_faketime}" if f.segv_under_faketime else ""))
+                f"lost {f.lost}, duplicate ids {f.duplicate_ids}, resent posts {f.resent_posts}")
 
 
 def _close_quietly(conn) -> None:
