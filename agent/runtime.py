@@ -50,13 +50,14 @@ class Agent:
         self.cfx: Any = None
         self._simulators: list[Any] = []
         self.thread_died: str | None = None
+        self.notify = SystemdNotifier()  # READY, WATCHDOG, and a salvage's start-timeout extensions
 
     # ------------------------------------------------------------------------------------------------ build
     def build(self) -> None:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
-        notify = SystemdNotifier()
+        notify = self.notify
         self.journal = Journal(
             cfg.journal_path, max_bytes=cfg.journal.max_bytes, max_age=cfg.journal.max_age,
             sync=cfg.journal.sync, evictable_types=cfg.journal.evictable_types,
@@ -225,7 +226,7 @@ class Agent:
             raise
         log.info("fixture-agent %s running: station %s, journal %s", __version__, self.config.agent.station,
                  self.config.journal_path)
-        notify = SystemdNotifier()
+        notify = self.notify
         notify.send("READY=1")
         interval = notify.watchdog_interval()
         deadline = None if duration is None else time.monotonic() + duration

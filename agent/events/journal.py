@@ -341,8 +341,7 @@ class Journal:
         work = self.path.with_name(self.path.name + ".salvage")
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(str(work) + suffix).unlink(missing_ok=True)
-        st = self.path.stat()
-        identity = {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        identity = _identity(self.path)
         aside = self._aside_name()
         log.error("journal %s failed its integrity check (%s); salvaging what can be read", self.path, problem)
 
@@ -425,8 +424,7 @@ class Journal:
                 c.close()
             ident = record.get("identity") or {}
             if self.path.exists():
-                st = self.path.stat()
-                if ident != {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}:
+                if ident != _identity(self.path):
                     stale = done.with_name(done.name + "-stale-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
                     os.replace(done, stale)
                     log.warning("a salvaged journal copy %s is not from %s as it is now; kept as %s, not used",
@@ -1006,6 +1004,12 @@ def _bump(conn: sqlite3.Connection, key: str, n: int) -> None:
         "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
         (key, n),
     )
+
+
+def _identity(path: Path) -> dict[str, int]:
+    """What tells one state of a file from another (a salvaged copy records its source's)."""
+    st = path.stat()
+    return {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _fsync_dir(path: Path) -> None:
