@@ -128,8 +128,11 @@ class UnitDoc(_Lenient, kw_only=True):
 
 
 def _read(doc: dict[str, Any], schema: type, topic: str):
+    """Strict: a number that arrives as a string (``"running_count": "1523"``) is bad input, not coerced. A
+    firmware that sends strings has a bug worth seeing in the dead letters, and a string that happens to parse
+    today ("11") would be sent to WATS while the next ("11 pcs") is refused, so the rule is the type, not luck."""
     try:
-        return msgspec.convert(doc, schema, strict=False)
+        return msgspec.convert(doc, schema, strict=True)
     except msgspec.ValidationError as e:
         raise AdapterError(f"{topic}: {e}") from None
 

@@ -89,3 +89,20 @@ def test_a_site_maps_its_own_topic_without_code():
         adapt(msg("plant/press-7/cycles", {"cycles": {"since_service": 12}}))
     with pytest.raises(AdapterError, match="total_count"):
         adapt(msg("plant/press-7/cycles", {"cycles": {"since_service": 12, "life": "lots"}}))
+
+
+@pytest.mark.parametrize("adapter,topic,doc,where", [
+    ("asset", "assets/A/counters", {"running_count": "1523", "total_count": 2000}, "$.running_count"),
+    ("asset", "assets/A/counters", {"running_count": 11, "total_count": "102"}, "$.total_count"),
+    ("asset", "assets/A/counters", {"counters": {"running_count": "11", "total_count": 102}}, "$.counters.running_count"),
+    ("asset", "assets/A/environment", {"environment": {"temp": "21.5"}}, "$.environment"),
+    ("asset_alert", "assets/A/alerts", {"code": "E1", "cleared": "true"}, "$.cleared"),
+    ("measurements", "testers/T/measurements", {"measurements": [{"path": "v", "value": "3.3"}]},
+     "$.measurements[0].value"),
+])
+def test_numbers_and_flags_that_arrive_as_strings_are_bad_input(adapter, topic, doc, where):
+    """docs/mqtt.md promises ``Expected int, got str`` as a dead letter; msgspec's lax mode coerced "1523"."""
+    with pytest.raises(AdapterError) as err:
+        ADAPTERS[adapter](msg(topic, doc))
+    text = str(err.value)
+    assert "got `str`" in text and where in text and topic in text
