@@ -26,6 +26,7 @@ from ..events.model import Event, EventType
 from ..events.payloads import (
     AssetCountersEvent, AssetFaultEvent, AssetState, AssetStateChangedEvent, SeverityLevel,
 )
+from .jsondepth import NestedTooDeep
 from .results import ReportedStep, reported_test
 
 
@@ -93,18 +94,20 @@ def parse(line: bytes) -> Message:
     except UnicodeDecodeError as e:
         raise ProtocolError(f"not UTF-8 at byte {e.start}") from None
     try:
-        return _decoder.decode(text)
+        return _decoder.decode(text)  # the schema bounds the depth of what it keeps; skipped keys may recurse
     except msgspec.ValidationError as e:
         seq, session = _peek_ids(text)
         raise ProtocolError(f"invalid message: {e}", seq, session) from None
     except msgspec.DecodeError as e:
         raise ProtocolError(f"not JSON: {e}") from None
+    except RecursionError:
+        raise ProtocolError(str(NestedTooDeep())) from None
 
 
 def _peek_ids(text: str) -> tuple[int | None, str | None]:
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None, None
     if not isinstance(doc, dict):
         return None, None

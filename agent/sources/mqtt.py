@@ -40,7 +40,7 @@ from ..events.journal import JournalFull
 from ..events.model import Event
 from ..events.recent import RecentKeys
 from ..events.transports import BaseTransport, TransportState
-from ..protocols import mqtt_adapters as adapters
+from ..protocols import jsondepth, mqtt_adapters as adapters
 from ..protocols.mqtt_connection import MqttConnection
 
 if TYPE_CHECKING:
@@ -346,9 +346,11 @@ class MqttSource(BaseTransport):
             self._rate_limited(msg, device or msg.topic)
             return []
         try:
-            doc = msgspec.json.decode(msg.payload)
+            doc = jsondepth.decode(msg.payload)
         except msgspec.DecodeError as e:
             raise BadMessage(f"not JSON: {e}") from None
+        except jsondepth.NestedTooDeep as e:
+            raise BadMessage(str(e)) from None
         if not isinstance(doc, dict):
             raise BadMessage(f"expected a JSON object, got {type(doc).__name__}")
         try:
