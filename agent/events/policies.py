@@ -149,7 +149,7 @@ class CircuitState(str, enum.Enum):
 
 
 class CircuitBreaker:
-    """Stops one subscriber from hammering a dead sink: after ``failure_threshold`` consecutive failures it
+    """Stops one subscriber from hammering a dead sink: after ``failure_threshold`` consecutive transient failures it
     opens (the subscriber waits), after ``reset_timeout`` it lets one probe through (half-open), and after
     ``success_threshold`` successful probes it closes again."""
 
@@ -225,6 +225,14 @@ class CircuitBreaker:
                     self._failures = 0
             else:
                 self._failures = 0
+
+    def record_neutral(self) -> None:
+        """An attempt that says nothing about the far end (a permanent failure: the event's fault, a 400 or a
+        payload that cannot be mapped). Neither counted nor a success; a half-open probe it used is given back,
+        so the next event probes instead of the breaker waiting for an outcome that never comes."""
+        with self._lock:
+            if self._state is CircuitState.HALF_OPEN:
+                self._half_open_calls = max(0, self._half_open_calls - 1)
 
     def record_failure(self) -> None:
         with self._lock:
@@ -378,8 +386,15 @@ class ErrorPolicy:
         self._callbacks.append(callback)
 
     def handle_failure(self, event: Event, error: BaseException, handler_name: str | None = None) -> FailureDecision:
-        """``event.metadata.retry_count`` = attempts that failed before this one."""
-        self._breaker.record_failure()
+        """``event.metadata.retry_count`` = attempts that failed before this one.
+
+        Only a transient failure (the far end's: unreachable, 5xx, a retryable error) counts toward the circuit
+        breaker. A permanent one is the event's fault: it goes to the dead letters and the queue moves on at full
+        speed. Counting it let every 5 bad events pause the WATS uplink for 30 s while good ones waited."""
+        if self.retry_policy.is_retryable(error):
+            self._breaker.record_failure()  # exhausted retries of a transient failure count too
+        else:
+            self._breaker.record_neutral()
         if self.retry_policy.should_retry(event, error):
             # A server that said when to come back (HTTP Retry-After) is believed over our own backoff.
             delay = max(self.retry_policy.get_delay(event), float(getattr(error, "retry_after", 0) or 0))

@@ -343,3 +343,64 @@ def test_a_transport_may_unregister_its_handler_while_the_bus_stops(journal):
     assert bus.stop(timeout=5)
     assert time.monotonic() - started < 1.0  # no lock-order stall until the join timed out
     assert bus.handler_count == 0
+
+
+class PoisonRuns(BaseHandler):
+    """A sink that refuses events as WATS refuses a bad report (400), the event's fault: runs of 6 bad ones (a
+    firmware that sent a batch without part numbers) between runs of 6 good ones."""
+
+    def __init__(self, name="poisoned"):
+        self._name = name
+        self.handled: list[int] = []
+
+    def handle(self, event):
+        if (event.payload["i"] // 6) % 2 == 1:
+            raise PermanentError("WATS refused it (400): missing part number")
+        self.handled.append(event.payload["i"])
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_permanent_failures_do_not_open_the_circuit_breaker(bus, pipelined):
+    """Issue 16.7: every 5 bad events paused the WATS uplink min(30 s, retry_max). Only transient failures may."""
+    from agent.events import PipelinedHandler
+    from agent.events.handlers import SettableReceipt
+
+    class PipelinedPoison(PipelinedHandler, PoisonRuns):
+        def submit(self, event):
+            try:
+                PoisonRuns.handle(self, event)
+            except PermanentError as e:
+                return SettableReceipt().settle(e)
+            return SettableReceipt().settle()
+
+    sink = PipelinedPoison() if pipelined else PoisonRuns()
+    breaker = CircuitBreaker(failure_threshold=5, reset_timeout=30.0)  # the WATS uplink's
+    sub = bus.register_handler(sink, circuit_breaker=breaker, retry_policy=RetryPolicy(max_retries=None))
+    bus.start()
+    bus.publish_many([ev(i) for i in range(60)])
+    assert wait_until(lambda: sub.cursor == bus.journal.last_seq, 10), (sub.state, breaker.state)
+    assert breaker.times_opened == 0 and breaker.is_closed
+    assert bus.dead_letters.size == 30 and len(sink.handled) == 30
+
+
+def test_a_permanent_failure_of_the_half_open_probe_lets_the_next_event_probe(journal):
+    """The breaker opened for an outage; the probe hits a bad event. It must not wait for an outcome forever."""
+    now = [0.0]
+    breaker = CircuitBreaker(failure_threshold=2, reset_timeout=1.0, clock=lambda: now[0])
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.is_open
+    now[0] = 1.5
+    assert breaker.can_proceed()  # the probe
+    from agent.events import ErrorPolicy, DeadLetterQueue
+
+    policy = ErrorPolicy(RetryPolicy(max_retries=None), breaker, DeadLetterQueue(journal))
+    decision = policy.handle_failure(ev(1), PermanentError("400"), "sink")
+    assert not decision.retry and decision.entry is not None
+    assert breaker.can_proceed()  # the next event probes
+    breaker.record_success()
+    assert breaker.is_closed
+    # a transient failure still counts
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.is_open
