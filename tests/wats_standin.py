@@ -1,10 +1,15 @@
 """A WATS stand-in: a real HTTP server that enforces the contract in ``reference/wats-api.md``.
 
-What it checks: the Basic auth header (a wrong or missing token is 401), ``Content-Type``, the WSJF report's
-required top-level keys and their casing and types (400 with a reason otherwise), single-limit compOps carrying
-``lowLimit`` only, ``start`` with an offset, a ``startUTC`` in Z, an existing ``processCode``, and no report dated
-in the future. What it counts: every POST per report id (``receive_count``), so a test can tell "exactly once by
-id" from "sent twice".
+What it checks: the Basic auth header (a wrong or missing token is 401), ``Content-Type`` (415), and on
+``POST /api/Report/WSJF`` every rule of §2.3-§2.4 that ``tests/wats_contract.py`` writes down (exact keys and casing,
+no unknown keys, types, text lengths, forbidden characters in pn/sn/rev, a GUID id, the payload each stepType takes,
+limits per compOp, a value where the step needs one, strict JSON: no bare NaN, no duplicate keys), plus an existing
+test ``processCode`` and no report dated in the future. A refusal is a 400 whose message lists each problem as
+``<JSON path>: <what>``.
+
+What it audits: every accepted report's statuses against the oracle of §2.4 (WATS accepts a wrong status, so the
+finding goes to ``audit``, not into a 400, unless ``audit_rejects=True``). What it counts: every POST per report
+id (``receive_count``), so a test can tell "exactly once by id" from "sent twice".
 
 What it can be told to do (``faults``): answer 429 with Retry-After in seconds or as an HTTP date, answer 503 for
 the next N requests, be slow, reset the connection after reading a request (the ambiguous failure: the report
@@ -27,10 +32,33 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import NAMESPACE_URL, uuid5
 
-REQUIRED = {"type": str, "id": str, "pn": str, "sn": str, "rev": str, "processCode": int, "result": str,
-            "machineName": str, "location": str, "purpose": str, "start": str, "startUTC": str, "uut": dict,
-            "root": dict}
-SINGLE = {"EQ", "NE", "LT", "LE", "GT", "GE", "EQT"}
+from tests.wats_contract import Finding, audit_report, check_report
+
+MAX_PROBLEMS_SHOWN = 20  # a 400's message lists this many problems, then says how many more
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not JSON (a non-finite number must be sent as the string \"{name}\")")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _NotJson(f"duplicate key {key!r} in one object")
+            seen.add(key)
+    return doc
+
+
+def parse_wsjf(body: bytes) -> Any:
+    """JSON as a strict server reads it: no NaN/Infinity literals, no key twice in one object."""
+    return json.loads(body, parse_constant=_no_constant, object_pairs_hook=_no_duplicates)
 
 
 class _Server(ThreadingHTTPServer):
@@ -58,8 +86,10 @@ class Faults:
 
 
 class WatsStandIn:
-    def __init__(self, token: str = "dGVzdDp0ZXN0", processes: list[dict] | None = None) -> None:
+    def __init__(self, token: str = "dGVzdDp0ZXN0", processes: list[dict] | None = None,
+                 audit_rejects: bool = False) -> None:
         self.token = token
+        self.audit_rejects = audit_rejects  # an audit finding is a 400 too (WATS itself would accept it)
         self.processes = processes or [
             {"code": 10, "name": "SW Debug", "isTestOperation": True, "isRepairOperation": False, "isWipOperation": False},
             {"code": 50, "name": "PCBA test", "isTestOperation": True, "isRepairOperation": False, "isWipOperation": False},
@@ -70,7 +100,9 @@ class WatsStandIn:
         self.lock = threading.Lock()
         self.reports: dict[str, dict] = {}
         self.receive_count: Counter[str] = Counter()
-        self.rejected: list[tuple[int, str]] = []
+        self.rejected: list[tuple[int, str]] = []  # (status, message) of every refused report
+        self.refused: list[tuple[Any, list[str]]] = []  # (report id, its problems) of every refused report
+        self.audit: list[Finding] = []  # (report id, JSON path, expected, sent) for the accepted reports
         self.requests: Counter[str] = Counter()
         self.assets: dict[str, dict[str, Any]] = defaultdict(lambda: {"runningCount": 0, "totalCount": 0,
                                                                        "state": 0, "log": []})
@@ -268,23 +300,45 @@ class WatsStandIn:
             self._send(h, 415, {"message": "Content-Type must be application/json"})
             return
         try:
-            report = json.loads(body)
-        except ValueError as e:
-            self._send(h, 400, {"message": f"invalid JSON: {e}"})
+            report = parse_wsjf(body)
+        except (ValueError, RecursionError) as e:
+            self._refuse(h, None, [f"(body): invalid JSON: {e}"])
             return
-        problem = self.validate(report)
+        problems = self.problems(report)
         rid = report.get("id") if isinstance(report, dict) else None
-        if problem is None and (rid in self.faults.poison_ids or report.get("sn") in self.faults.poison_serials):
-            problem = f"report {rid} rejected (poison)"
-        if problem:
-            with self.lock:
-                self.rejected.append((400, problem))
-            self._send(h, 400, {"message": problem})
+        if not problems and (rid in self.faults.poison_ids or report.get("sn") in self.faults.poison_serials):
+            problems = [f"report {rid} rejected (poison)"]
+        findings = audit_report(report) if not problems else []
+        if findings and self.audit_rejects:
+            problems = [f"audit: {f.path}: expected {f.expected}, sent {f.sent}" for f in findings]
+        if problems:
+            self._refuse(h, rid, problems)
             return
         with self.lock:
             self.reports[rid] = report
             self.receive_count[rid] += 1
+            # a resend under the same id overwrites the report in WATS: its findings are the new ones
+            self.audit = [f for f in self.audit if f.report_id != rid] + findings
         self._send(h, 200, {"ID": rid})
+
+    def _refuse(self, h: BaseHTTPRequestHandler, rid: Any, problems: list[str]) -> None:
+        shown = problems[:MAX_PROBLEMS_SHOWN]
+        more = len(problems) - len(shown)
+        message = "; ".join(shown) + (f"; and {more} more" if more else "")
+        with self.lock:
+            self.rejected.append((400, message))
+            self.refused.append((rid, list(problems)))
+        self._send(h, 400, {"message": message})
+
+    def refusals(self) -> list[str]:
+        """Every problem of every refused report, one string each, in the order they came."""
+        with self.lock:
+            return [p for _, problems in self.refused for p in problems]
+
+    def audit_text(self) -> str:
+        """The audit findings as lines for an assertion message."""
+        with self.lock:
+            return "\n".join(f"{f.report_id} {f.path}: expected {f.expected}, sent {f.sent}" for f in self.audit)
 
     def _log(self, sn: str, kind: int, comment: str) -> None:
         self.assets[sn]["log"].append({"assetId": asset_id_of(sn), "serialNumber": sn, "type": kind,
@@ -302,53 +356,25 @@ class WatsStandIn:
         with self.lock:
             return list(self.assets[sn]["log"]) if sn in self.assets else []
 
-    def validate(self, r: Any) -> str | None:
-        if not isinstance(r, dict):
-            return "a report must be one JSON object"
-        for key, typ in REQUIRED.items():
-            if key not in r:
-                lower = {k.lower(): k for k in r}
-                hint = f" (found {lower[key.lower()]!r}: keys are case-sensitive)" if key.lower() in lower else ""
-                return f"missing required field {key!r}{hint}"
-            if not isinstance(r[key], typ) or (typ is int and isinstance(r[key], bool)):
-                return f"{key} must be {typ.__name__}"
-        if r["type"] != "T":
-            return "type must be T for a UUT report"
-        if r["result"] not in ("P", "F", "E", "T"):
-            return f"result {r['result']!r} is not one of P, F, E, T"
-        for key in ("pn", "sn", "rev", "machineName", "location", "purpose"):
-            if not r[key] or len(r[key]) > 100:
-                return f"{key} must be 1-100 characters"
-        if r["processCode"] not in {p["code"] for p in self.processes if p["isTestOperation"]}:
-            return f"processCode {r['processCode']} is not a test operation"
-        try:
-            start = datetime.fromisoformat(r["start"])
-            start_utc = datetime.fromisoformat(r["startUTC"].replace("Z", "+00:00"))
-        except ValueError as e:
-            return f"start/startUTC: {e}"
-        if start.tzinfo is None:
-            return "start must carry a UTC offset"
-        if not r["startUTC"].endswith("Z") or abs((start - start_utc).total_seconds()) > 1:
-            return "startUTC must be the same instant as start, in Z"
-        if start_utc > datetime.now(timezone.utc) + timedelta(minutes=5):
-            return "report is dated in the future (would be quarantined)"
-        return self._check_step(r["root"], "root")
+    def test_codes(self) -> dict[int, str]:
+        return {p["code"]: p["name"] for p in self.processes if p["isTestOperation"]}
 
-    def _check_step(self, s: dict, where: str) -> str | None:
-        for key in ("stepType", "name", "status"):
-            if key not in s:
-                return f"{where}: missing {key}"
-        if s["status"] not in ("P", "F", "S", "D", "E", "T"):
-            return f"{where}: status {s['status']!r}"
-        for m in s.get("numericMeas", []):
-            op = m.get("compOp")
-            if op in SINGLE and ("lowLimit" not in m or m.get("highLimit") is not None):
-                return f"{where}: single-limit compOp {op} takes lowLimit only"
-        for i, child in enumerate(s.get("steps", [])):
-            problem = self._check_step(child, f"{where}.steps[{i}]")
-            if problem:
-                return problem
-        return None
+    def problems(self, r: Any) -> list[str]:
+        """Every way the report breaks the contract, as ``<JSON path>: <what>``; empty if WATS would take it."""
+        out = check_report(r, self.test_codes())
+        if isinstance(r, dict) and isinstance(r.get("startUTC"), str):
+            try:
+                start_utc = datetime.fromisoformat(r["startUTC"].replace("Z", "+00:00"))
+            except ValueError:
+                return out
+            if start_utc.tzinfo is not None and start_utc > datetime.now(timezone.utc) + timedelta(minutes=5):
+                out.append("startUTC: report is dated in the future (would be quarantined)")
+        return out
+
+    def validate(self, r: Any) -> str | None:
+        """The refusal message for a report, None if it would be accepted (audit aside)."""
+        problems = self.problems(r)
+        return "; ".join(problems) if problems else None
 
 
 def serve() -> None:
