@@ -11,10 +11,13 @@ Timestamps are timezone-aware; a payload decoded from JSON gets them back as UTC
 from __future__ import annotations
 
 import enum
+import math
 from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
+
+from . import limits
 
 
 class TestResult(str, enum.Enum):
@@ -56,7 +59,14 @@ def _ms(start: datetime | None, end: datetime | None) -> float | None:
 
 
 class TestMeasurement(_Payload):
-    """One measured value. ``comp_op`` uses WATS' operators (``GELE``, ``GE``, ``LT``, ``EQ``, ``LOG`` …)."""
+    """One measured value. ``comp_op`` uses WATS' operators (``GELE``, ``GE``, ``LT``, ``EQ``, ``LOG`` …, see
+    ``agent/events/limits.py``); left out, it follows from the limits given (both: ``GELE``, one: ``GE``/``LE``,
+    none: ``LOG``), so ``{"value": 3.5, "low_limit": 3.2, "high_limit": 3.4}`` is judged as a range.
+
+    ``expected`` is the value a boolean or text measurement must have (a relay that must read open:
+    ``expected = false``; a firmware string: ``expected = "1.4.2"``). A reading that is not a finite number is kept
+    as its text (``"NaN"``, ``"Infinity"``, ``"-Infinity"``), because JSON has no other way to carry it and a
+    ``null`` would read as "no reading"."""
 
     __test__ = False
 
@@ -67,23 +77,58 @@ class TestMeasurement(_Payload):
     low_limit: float | None = None
     high_limit: float | None = None
     nominal: float | None = None
-    comp_op: str = "LOG"
+    comp_op: str | None = None
+    expected: bool | str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.value, float) and not math.isfinite(self.value):
+            self.value = limits.non_finite_text(self.value)
+        self.comp_op = (self.comp_op.strip().upper() if self.comp_op
+                        else limits.default_op(self.low_limit, self.high_limit))
+
+    @property
+    def kind(self) -> Literal["numeric", "boolean", "string"]:
+        """What sort of test this is: decided by the value, the expected value and the operator, so a numeric
+        reading that is not finite (``"NaN"``) is still numeric and a text compared ``IGNORECASE`` is text."""
+        if isinstance(self.value, bool) or isinstance(self.expected, bool):
+            return "boolean"
+        if isinstance(self.expected, str) or self.comp_op in ("CASESENSIT", "IGNORECASE"):
+            return "string"
+        if isinstance(self.value, str) and self.value not in limits.NON_FINITE:
+            return "string"
+        return "numeric"
+
+    def verdict(self) -> TestResult:
+        """The status this measurement must carry: judged from value, limits and operator wherever they decide
+        it, otherwise (``LOG``, ``EQT``, no reading, an error the source reported) the status it was given.
+        Raises ``limits.LimitError`` when the operator and the limits do not fit together."""
+        if self.status in (TestResult.ERROR, TestResult.SKIPPED, TestResult.ABORTED):
+            return self.status
+        kind = self.kind
+        if kind == "boolean":
+            if not isinstance(self.value, bool):
+                return self.status if self.value is None else TestResult.ERROR
+            ok: bool | None = limits.boolean_passes(self.value, self.expected
+                                                    if isinstance(self.expected, bool) else None)
+        elif kind == "string":
+            if self.value is None:
+                return self.status
+            op = "CASESENSIT" if self.comp_op == "LOG" and isinstance(self.expected, str) else self.comp_op
+            ok = limits.string_passes(op, str(self.value),
+                                      self.expected if isinstance(self.expected, str) else None)
+        else:
+            number = limits.as_number(self.value)
+            if number is None:  # no reading: judged where there are limits (an instrument that did not answer)
+                limits.limits_of(self.comp_op, self.low_limit, self.high_limit)  # still a valid operator
+                return self.status if self.comp_op in limits.UNJUDGED_NUMERIC else TestResult.ERROR
+            ok = limits.numeric_passes(self.comp_op, number, self.low_limit, self.high_limit)
+        if ok is None:
+            return self.status
+        return TestResult.PASS if ok else TestResult.FAIL
 
     def is_within_limits(self) -> bool:
-        """Whether a numeric value satisfies its limits; a measurement with no limits is within them."""
-        return within_limits(self.value, self.low_limit, self.high_limit, self.status)
-
-
-def within_limits(value: object, low: float | None, high: float | None,
-                  status: TestResult = TestResult.PASS) -> bool:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return status is TestResult.PASS
-    v = value
-    if low is not None and v < low:
-        return False
-    if high is not None and v > high:
-        return False
-    return True
+        """Whether the value satisfies its limits under its operator (the seed's method); unjudged: its status."""
+        return self.verdict() is TestResult.PASS
 
 
 class TestStep(_Payload):
@@ -102,6 +147,16 @@ class TestStep(_Payload):
         return _ms(self.start_time, self.end_time)
 
 
+class SubUnit(_Payload):
+    """A serialized part built into the unit (a PCBA in a box, a display): WSJF's ``subUnits``."""
+
+    part_number: str
+    serial_number: str
+    revision: str | None = None
+    part_type: str | None = None  # WATS' category (≤ 50 characters); a reference designator does
+    position: int | None = None
+
+
 class TestResultEvent(_Payload):
     __test__ = False
 
@@ -117,6 +172,7 @@ class TestResultEvent(_Payload):
     test_socket: str | None = None
     batch_sn: str | None = None
     fixture_id: str | None = None
+    sub_units: list[SubUnit] = []
     custom_data: dict[str, Any] = {}
 
     @property

@@ -23,7 +23,7 @@ from ..events.payloads import (
     AssetCountersEvent, AssetFaultEvent, AssetState, AssetStateChangedEvent, AssetTelemetryEvent,
     DeviceSoftwareEvent, SeverityLevel,
 )
-from .results import ReportedStep, reported_test
+from .results import ReportedStep, ReportedSubUnit, reported_test
 
 
 class AdapterError(ValueError):
@@ -92,6 +92,11 @@ class TestDoc(_Lenient, kw_only=True):
     result: str | bool
     duration_ms: float | None = None
     steps: list[ReportedStep] = []
+    revision: str | None = None
+    operator: str | None = None
+    recipe: str | None = None  # the test program: a [[sinks.wats.products]] rule maps it to a part number
+    recipe_revision: str | None = None
+    sub_units: list[ReportedSubUnit] = []
 
 
 class _MeasurementIn(msgspec.Struct):
@@ -199,21 +204,39 @@ def asset_alert(m: Message) -> list[Event]:
                         timestamp=when, severity=severity, cleared=d.cleared, cleared_time=when if d.cleared else None), m)]
 
 
-def test_result(m: Message, default_type: str = "test") -> list[Event]:
+def test_result(m: Message) -> list[Event]:
+    """``testers/{id}/results``: a product's test. The unit is the payload's ``serial_number``: without one there
+    is no report to make (filing it under the tester's own id would be a false unit in WATS)."""
     d: TestDoc = _read(m.doc, TestDoc, m.topic)
     who = _who(m, d.device_id, "device id")
-    try:
-        payload = reported_test(unit_id=d.serial_number or who, reported=d.result, steps=d.steps,
-                                when=_when(m, d.timestamp), duration_ms=d.duration_ms, fixture_id=who,
-                                test_type=_test_type(d.test_type or default_type), part_number=d.part_number,
-                                custom={"mqtt_topic": m.topic})
-    except ValueError as e:
-        raise AdapterError(f"{m.topic}: {e}") from None
-    return [Event.create(EventType.TEST_RESULT, payload, source=m.source)]
+    if not d.serial_number or not d.serial_number.strip():
+        raise AdapterError(f"{m.topic}: no serial_number (a test result names the unit it tested)")
+    return [_test_event(m, d, unit=d.serial_number, who=who, test_type=_test_type(d.test_type or "test"),
+                        custom={})]
 
 
 def selftest(m: Message) -> list[Event]:
-    return test_result(m, "selftest")
+    """``devices/{id}/selftest``: the device testing itself. The unit is the device and the type ``selftest``,
+    whatever the payload claims: a device's credentials are not a licence to file a product's passed test (a
+    ``serial_number`` it sends is kept as ``reported_serial``). A device that tests products publishes to a
+    ``testers/+/results`` topic the broker's ACL lets it use."""
+    d: TestDoc = _read(m.doc, TestDoc, m.topic)
+    who = _who(m, d.device_id, "device id")
+    custom = {"reported_serial": d.serial_number} if d.serial_number and d.serial_number != who else {}
+    return [_test_event(m, d, unit=who, who=who, test_type="selftest", custom=custom)]
+
+
+def _test_event(m: Message, d: TestDoc, *, unit: str, who: str, test_type: str,
+                custom: dict[str, Any]) -> Event:
+    extra = {k: v for k, v in (("recipe", d.recipe), ("recipe_revision", d.recipe_revision)) if v}
+    try:
+        payload = reported_test(unit_id=unit, reported=d.result, steps=d.steps, when=_when(m, d.timestamp),
+                                duration_ms=d.duration_ms, fixture_id=who, test_type=test_type,
+                                part_number=d.part_number, revision=d.revision, operator_id=d.operator,
+                                sub_units=d.sub_units, custom={"mqtt_topic": m.topic, **extra, **custom})
+    except ValueError as e:
+        raise AdapterError(f"{m.topic}: {e}") from None
+    return Event.create(EventType.TEST_RESULT, payload, source=m.source)
 
 
 def _test_type(word: str) -> str:

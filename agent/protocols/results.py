@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from ..events.payloads import TestMeasurement, TestResult, TestResultEvent, TestStep, within_limits
+from ..events.payloads import SubUnit, TestMeasurement, TestResult, TestResultEvent, TestStep
 
 _RESULT_WORDS = {
     "pass": TestResult.PASS, "passed": TestResult.PASS, "p": TestResult.PASS, "ok": TestResult.PASS,
@@ -35,30 +35,17 @@ def read_result(word: object) -> TestResult:
 
 
 def judged(name: str, value: float | bool | str | None, unit: str = "", low: float | None = None,
-           high: float | None = None, nominal: float | None = None) -> TestMeasurement:
-    """A measurement whose status the agent computed: numeric against limits, boolean as pass/fail, a missing
-    value (no answer, overload) as an error."""
-    if isinstance(value, bool):
-        return TestMeasurement(name=name, value=value, unit=unit, comp_op="LOG",
-                               status=TestResult.PASS if value else TestResult.FAIL)
-    if value is None:
-        status = TestResult.ERROR
-    elif isinstance(value, (int, float)):
-        status = TestResult.PASS if within_limits(value, low, high) else TestResult.FAIL
-    else:
-        status = TestResult.PASS  # a string value is recorded, not judged
-    return TestMeasurement(name=name, value=value, unit=unit, low_limit=low, high_limit=high, nominal=nominal,
-                           status=status, comp_op=_comp_op(low, high))
-
-
-def _comp_op(low: float | None, high: float | None) -> str:
-    if low is not None and high is not None:
-        return "GELE"
-    if low is not None:
-        return "GE"
-    if high is not None:
-        return "LE"
-    return "LOG"
+           high: float | None = None, nominal: float | None = None, comp_op: str | None = None,
+           expected: bool | str | None = None, reported: TestResult | None = None) -> TestMeasurement:
+    """A measurement whose status the agent computed with the one table of operators (``events/limits.py``):
+    numeric against its limits under ``comp_op`` (from the limits when not given), boolean against ``expected``
+    (``true`` by default), text against ``expected``; a missing value where there are limits is an error (no
+    answer, overload). Where nothing decides it (``LOG``, ``EQT``) the source's ``reported`` word stands, pass by
+    default. Raises ``ValueError`` (a ``LimitError``) naming an operator that does not fit the limits."""
+    m = TestMeasurement(name=name, value=value, unit=unit, low_limit=low, high_limit=high, nominal=nominal,
+                        comp_op=comp_op, expected=expected, status=reported or TestResult.PASS)
+    m.status = m.verdict()
+    return m
 
 
 def overall(statuses: list[TestResult], reported: TestResult | None = None) -> TestResult:
@@ -72,7 +59,8 @@ def overall(statuses: list[TestResult], reported: TestResult | None = None) -> T
 
 
 class ReportedStep(msgspec.Struct):
-    """A step as devices report it (the serial protocol's ``selftest`` steps, the MQTT seed's ``steps``)."""
+    """A step as devices report it (the serial protocol's ``selftest`` steps, the MQTT seed's ``steps``). A step
+    with no value and no limits is a pass/fail step carried by its status word ("Relay K1": pass)."""
 
     name: str
     status: str | None = None
@@ -81,22 +69,44 @@ class ReportedStep(msgspec.Struct):
     unit: str = ""
     low: float | None = None
     high: float | None = None
+    comp_op: str | None = None
+    expected: bool | str | None = None
+
+
+class ReportedSubUnit(msgspec.Struct):
+    part_number: str
+    serial_number: str
+    revision: str | None = None
+    part_type: str | None = None
 
 
 def reported_test(*, unit_id: str, reported: object, steps: list[ReportedStep], when: datetime,
                   duration_ms: float | None = None, fixture_id: str | None = None, test_type: str = "selftest",
-                  part_number: str | None = None, custom: dict[str, Any] | None = None) -> TestResultEvent:
+                  part_number: str | None = None, revision: str | None = None, operator_id: str | None = None,
+                  sub_units: list[ReportedSubUnit] | None = None,
+                  custom: dict[str, Any] | None = None) -> TestResultEvent:
     """A device's test report as a ``TestResultEvent``: each step judged by the agent (a step's own status word
     counts only where there is nothing to judge), the overall result the worst of steps and the device's word.
-    Raises ValueError naming a result word it cannot read."""
+    Raises ValueError naming a result word it cannot read or an operator that does not fit its limits."""
     out = []
     for s in steps:
-        m = judged(s.name, s.value, s.unit, s.low, s.high)
         word = s.status if s.status is not None else s.result
-        if word is not None and s.low is None and s.high is None and not isinstance(s.value, (int, float)):
-            m.status = read_result(word)
+        said = read_result(word) if word is not None else None
+        if s.value is None and s.low is None and s.high is None and s.expected is None:
+            if said is None:
+                raise ValueError(f"step {s.name!r}: no value and no status (nothing says whether it passed)")
+            out.append(TestStep(name=s.name, status=said, step_type=test_type))  # a pass/fail step
+            continue
+        try:
+            m = judged(s.name, s.value, s.unit, s.low, s.high, comp_op=s.comp_op, expected=s.expected,
+                       reported=said)
+        except ValueError as e:
+            raise ValueError(f"step {s.name!r}: {e}") from None
         out.append(TestStep(name=s.name, status=m.status, measurements=[m], step_type=test_type))
     start = when - timedelta(milliseconds=duration_ms) if duration_ms else when
+    subs = [SubUnit(part_number=u.part_number, serial_number=u.serial_number, revision=u.revision,
+                    part_type=u.part_type) for u in (sub_units or [])]
     return TestResultEvent(unit_id=unit_id, result=overall([s.status for s in out], read_result(reported)),
                            start_time=start, end_time=when, fixture_id=fixture_id, part_number=part_number,
-                           steps=out, custom_data={**(custom or {}), "test_type": test_type})
+                           revision=revision, operator_id=operator_id, steps=out, sub_units=subs,
+                           custom_data={**(custom or {}), "test_type": test_type})

@@ -44,12 +44,17 @@ from ..config import ConfigError, WatsSinkSection
 from ..secrets import read_secret_file
 from ..events.handlers import BaseHandler
 from ..events.ids import BOOT_ID, clock_synchronized
-from ..events.model import Event, EventType
+from ..events.model import Event, EventType, decode
 from ..events.policies import CircuitBreaker, NotDelivered, PermanentError, RetryPolicy, TransientError
-from ..protocols.wsjf import MappingError, Station, test_type_of, to_wsjf
+from ..protocols.wsjf import (
+    LONG_TEXT_MAX, NAME_MAX, MappingError, NoPartNumber, ProductRule, Station, product_of, recipe_of, shorten,
+    test_type_of, to_wsjf,
+)
 from .wats_ledger import IncrementLedger
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from ..events.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -63,6 +68,9 @@ INFLIGHT_KEY = "wats:log-entry-in-flight"
 #: Absolute values: a later event replaces an earlier one, so an earlier one must never be sent after it.
 LATEST_WINS = (EventType.ASSET_COUNTERS.value, EventType.ASSET_STATE_CHANGED.value)
 JSON = {"Content-Type": "application/json"}
+#: how a dead letter for a result without a part number begins: ``status`` groups them by recipe, and the uplink
+#: hands them back once a new ``[[sinks.wats.products]]`` rule (or a default) gives them one
+NO_PART_NUMBER = "waiting for a part-number rule: "
 #: WATS asset states (§4.1) for our AssetState values.
 ASSET_STATE = {"online": 1, "idle": 1, "busy": 1, "offline": 5, "error": 3, "maintenance": 3}
 
@@ -237,11 +245,7 @@ class WatsSink(BaseHandler):
 
         self._name = "wats"
         self.cfg = cfg
-        self.station = Station(
-            machine_name=station, location=location, purpose=purpose, process_codes=dict(cfg.process_codes),
-            default_process_code=cfg.default_process_code, default_part_number=cfg.default_part_number,
-            default_revision=cfg.default_revision, operator=cfg.operator, agent_version=__version__,
-        )
+        self.station = station_for(cfg, station=station, location=location, purpose=purpose)
         self.retry_policy = RetryPolicy(max_retries=None, initial_delay=min(1.0, cfg.retry_max),
                                         max_delay=cfg.retry_max)
         self.circuit_breaker = CircuitBreaker(failure_threshold=5, reset_timeout=min(30.0, cfg.retry_max))
@@ -262,6 +266,27 @@ class WatsSink(BaseHandler):
         self._memory_state: dict[str, Any] = {}
         self.ledger = IncrementLedger(self)
         self._load_cached_processes()
+        if journal is not None:
+            self.requeue_resolved()
+
+    def requeue_resolved(self) -> list[int]:
+        """Hand back the results that were dead-lettered for want of a part number and that the rules as now
+        configured resolve (a ``[[sinks.wats.products]]`` rule or a default added since): adding the rule and
+        restarting is all a site has to do. Marked for retry like ``fixture-agent dlq retry``."""
+        assert self._journal is not None
+        ready = []
+        for dl, event in waiting_for_part_number(self._journal.reader()):
+            if event is None:
+                continue
+            try:
+                product_of(event.payload, test_type_of(event), self.station)
+            except MappingError:
+                continue
+            ready.append(dl)
+        if ready:
+            self._journal.request_retry(ready)
+            log.info("wats: %d result(s) that waited for a part-number rule now have one; sending them", len(ready))
+        return ready
 
     # --------------------------------------------------------------------------------------------- token
     def token_path(self) -> Path | None:
@@ -548,10 +573,13 @@ class WatsSink(BaseHandler):
         event, note = correct_timestamps(event)
         try:
             report = to_wsjf(event, self.station)
+        except NoPartNumber as e:
+            raise PermanentError(f"{NO_PART_NUMBER}{e}") from None
         except MappingError as e:
             raise PermanentError(f"cannot build a WSJF report: {e}") from None
-        if note:
-            report["miscInfos"].append({"description": "ClockCorrection", "text": note})
+        if note:  # the gist where WATS lists misc infos (100 characters at most), the whole story in the comment
+            report["miscInfos"].append({"description": "ClockCorrection", "text": shorten(note, NAME_MAX)})
+            report["uut"]["comment"] = shorten(note, LONG_TEXT_MAX)
         self._refresh_processes()
         if self._processes is not None and report["processCode"] not in self._processes:
             if self._processes_at is None or time.monotonic() - self._processes_at > 60.0:
@@ -563,6 +591,42 @@ class WatsSink(BaseHandler):
 
     def close(self) -> None:
         self.client.close()
+
+
+def waiting_for_part_number(conn: "sqlite3.Connection") -> list[tuple[int, Event | None]]:
+    """The uplink's dead letters that wait for a part-number rule: (dead-letter id, the event)."""
+    out = []
+    rows = conn.execute("SELECT id, body FROM dead_letters WHERE subscriber = 'wats' AND instr(reason, ?) > 0 "
+                        "ORDER BY id", (NO_PART_NUMBER.strip(),))
+    for dl_id, body in rows:
+        try:
+            out.append((dl_id, decode(body)))
+        except Exception:  # noqa: BLE001 - an undecodable row is shown by dlq list; not ours to judge here
+            out.append((dl_id, None))
+    return out
+
+
+def waiting_recipes(conn: "sqlite3.Connection") -> dict[str, int]:
+    """For ``status``: how many results wait for a part-number rule, per recipe (``"(none)"`` without one)."""
+    counts: dict[str, int] = {}
+    for _, event in waiting_for_part_number(conn):
+        recipe = recipe_of(event.payload)[0] if event is not None else None
+        counts[recipe or "(none)"] = counts.get(recipe or "(none)", 0) + 1
+    return counts
+
+
+def station_for(cfg: WatsSinkSection, *, station: str, location: str, purpose: str) -> Station:
+    """The reporting station and its part-number and process-code rules, from ``[sinks.wats]`` (the uplink and
+    ``cfx samples --config`` map results the same way)."""
+    return Station(
+        machine_name=station, location=location, purpose=purpose, process_codes=dict(cfg.process_codes),
+        default_process_code=cfg.default_process_code, default_part_number=cfg.default_part_number,
+        default_revision=cfg.default_revision, operator=cfg.operator, agent_version=__version__,
+        products=tuple(ProductRule(match=r.match, part_number=r.part_number, revision=r.revision,
+                                   process_code=r.process_code) for r in cfg.products),
+        recipe_as_part_number=cfg.recipe_as_part_number, identifier_chars=cfg.identifier_chars,
+        identifier_replacement=cfg.identifier_replacement,
+    )
 
 
 def _checked_token(token: str, where: str) -> str | None:

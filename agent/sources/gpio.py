@@ -173,7 +173,7 @@ class GpioSource(ThreadedTransport):
         for level in (True, False, True, False):
             out_dev.value = level
             time.sleep(0.005)  # let the level settle on a real wire
-            m = judged(f"read back {'high' if level else 'low'}", bool(in_dev.value) == level)
+            m = judged(f"read back {'high' if level else 'low'}", bool(in_dev.value), expected=level)
             steps.append(TestStep(name=f"Drive GPIO{self.cfg.loopback_out_pin} {'high' if level else 'low'}, "
                                        f"read GPIO{self.cfg.loopback_in_pin}",
                                   status=m.status, measurements=[m], step_type="pass_fail"))

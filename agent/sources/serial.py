@@ -272,7 +272,7 @@ class ScpiSource(SerialSource):
     def selftest(self, port, framer) -> Event:
         started = _now()
         code = self._answer(port, framer, "*TST?", scpi.parse_int, self.cfg.selftest_timeout)
-        m = judged("*TST? result code", None if code is None else float(code), "", 0.0, 0.0)
+        m = judged("*TST? result code", None if code is None else float(code), "", 0.0, comp_op="EQ")
         step = TestStep(name="Instrument self-test (*TST?)", status=m.status, start_time=started, end_time=_now(),
                         measurements=[m], step_type="selftest",
                         message=None if code in (None, 0) else f"*TST? returned {code}")

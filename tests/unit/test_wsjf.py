@@ -88,7 +88,8 @@ def test_multi_and_mixed_measurements():
     rails, mixed, setup = to_wsjf(Event.create("test.result", payload), STATION)["root"]["steps"]
     assert rails["stepType"] == "ET_MNLT" and [m["name"] for m in rails["numericMeas"]] == ["3V3", "5V0"]
     assert mixed["stepType"] == "SequenceCall" and [s["stepType"] for s in mixed["steps"]] == ["ET_SVT", "ET_PFT"]
-    assert setup["stepType"] == "Action"
+    # a step that carries only its verdict is a pass/fail test (a strict server refuses ET_NLT without a value)
+    assert setup["stepType"] == "ET_PFT" and setup["booleanMeas"] == [{"status": "P"}]
     assert [s["id"] for s in mixed["steps"]] == [4, 5] and setup["id"] == 6  # depth-first
 
 
