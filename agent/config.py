@@ -569,10 +569,10 @@ class CfxSourceSection(AmqpConnectionSection, kw_only=True):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.max_message_bytes = parse_size(self.max_message_bytes)
-        self.max_inflated_bytes = parse_size(self.max_inflated_bytes)
-        if self.max_message_bytes < 1024 or self.max_inflated_bytes < 1024:
-            raise ValueError("max_message_bytes and max_inflated_bytes must be at least 1KB")
+        _parse_fields(self, parse_size, "max_message_bytes", "max_inflated_bytes")
+        for f in ("max_message_bytes", "max_inflated_bytes"):
+            if getattr(self, f) < 1024:
+                raise FieldError(f, getattr(self, f), "must be at least 1KB (1024 bytes)")
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", self.name):
             raise ValueError(f"name {self.name!r}: use 1-40 letters, digits, '.', '_' or '-'")
         if self.handle is not None:
@@ -603,14 +603,15 @@ class CfxSinkSection(AmqpConnectionSection, kw_only=True):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_handle(self.handle)
-        self.listen_idle_timeout = parse_duration(self.listen_idle_timeout)
-        self.listen_max_message_bytes = parse_size(self.listen_max_message_bytes)
+        _parse_fields(self, parse_duration, "listen_idle_timeout")
+        _parse_fields(self, parse_size, "listen_max_message_bytes")
         if not 1 <= self.listen_max_connections <= 1000:
-            raise ValueError("listen_max_connections must be between 1 and 1000")
+            raise FieldError("listen_max_connections", self.listen_max_connections, "must be between 1 and 1000")
         if not 1 <= self.listen_idle_timeout <= 3600:
-            raise ValueError("listen_idle_timeout must be between 1s and 1h")
+            raise FieldError("listen_idle_timeout", self.listen_idle_timeout, "must be between 1s and 1h")
         if self.listen_max_message_bytes < 1024:
-            raise ValueError("listen_max_message_bytes must be at least 1KB")
+            raise FieldError("listen_max_message_bytes", self.listen_max_message_bytes,
+                             "must be at least 1KB (1024 bytes)")
         self.heartbeat_interval = parse_duration(self.heartbeat_interval)
         if not 1 <= self.heartbeat_interval <= 300:
             raise ValueError("heartbeat_interval must be between 1s and 5m (CFX)")

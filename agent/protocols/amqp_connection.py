@@ -53,7 +53,22 @@ def connect_options(cfg: AmqpConnectionSection, what: str) -> dict[str, Any]:
             domain.set_peer_authentication(SSLDomain.ANONYMOUS_PEER)
             log.warning("%s: TLS verification is off (verify_tls = false)", what)
         kw["ssl_domain"] = domain
+        # proton takes the open hostname (``vhost:NAME`` above) as the TLS server name unless told otherwise: the
+        # certificate names the broker's host, so SNI and the name checked are the URL's host
+        kw["sni"] = url_host(cfg.url)
     return kw
+
+
+def url_host(url: str) -> str:
+    """``amqps://broker.plant:5671`` → ``broker.plant`` (``[::1]`` → ``::1``)."""
+    rest = url.split("://", 1)[-1].split("/", 1)[0]
+    if rest.startswith("["):
+        return rest[1:rest.index("]")]
+    return rest.rsplit(":", 1)[0] if ":" in rest else rest
+
+
+class ContainerDied(RuntimeError):
+    """The proton container returned although nobody stopped it: that part of the agent is dead."""
 
 
 class ContainerThread:
@@ -76,12 +91,18 @@ class ContainerThread:
         self._thread.start()
 
     def _run(self) -> None:
-        # Handlers guard their own event methods (``guarded``): an exception escaping to here is proton's own, and
-        # running the container again would replay the failed event and call on_start (a second connection).
+        # Handlers guard their own event methods (``guarded``): an exception escaping to here is proton's own (an
+        # accept that failed for want of file descriptors, a broken reactor), and running the container again
+        # would replay the failed event and call on_start (a second connection). So the thread dies of it, out
+        # loud: the runtime's thread-death hook stops the agent (EX_SOFTWARE) and the service manager starts it
+        # again with a fresh container, instead of CFX going quiet while ``status`` says running.
         try:
             self.container.run()
-        except Exception:  # noqa: BLE001 - the thread must say why it ended
-            log.exception("%s: the AMQP container stopped", self.name)
+        except Exception:
+            log.critical("%s: the AMQP container stopped", self.name, exc_info=True)
+            raise
+        if not getattr(self.handler, "stopping", False):
+            raise ContainerDied(f"{self.name}: the AMQP container ended while the agent was running")
 
     def call(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the container's thread, soon."""
@@ -111,6 +132,28 @@ class ContainerThread:
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+
+def refuse_oversize(event: Any, limit: int) -> bytes | None:
+    """(on_delivery) Refuse an incoming message once more than ``limit`` bytes of it arrived: it is rejected
+    (``amqp:link:message-size-exceeded``) and settled while still partial, so the rest is never buffered and the
+    broker does not send it again (a detached link or a dropped connection would have it redelivered, forever).
+    Returns the first bytes received, for the dead-letter table; None when the delivery is within the limit.
+
+    The link's own max-message-size is set too, but is advisory: RabbitMQ 3.x sends larger messages anyway,
+    and proton does not enforce it on receipt."""
+    from proton import Condition, Delivery
+
+    dlv = event.delivery
+    if dlv is None or not dlv.link.is_receiver or dlv.settled or dlv.pending <= limit:
+        return None
+    head = dlv.link.recv(dlv.pending) or b""
+    dlv.local.condition = Condition("amqp:link:message-size-exceeded",
+                                    f"message larger than {limit} bytes: refused")
+    dlv.update(Delivery.REJECTED)
+    dlv.settle()
+    dlv.refused = True  # (proton keeps attributes with the delivery) on_message, if it still comes, skips it
+    return head
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -168,9 +168,38 @@ def type_name(value: Any) -> str | None:
     return value.split(",", 1)[0].strip()
 
 
-def unpack(data: bytes, content_encoding: str | None = None) -> tuple[bytes, list[str]]:
+#: What a gzip body may inflate to unless the caller says otherwise: far above any real CFX message, far below
+#: what would take a Pi's memory (a 4 MB gzip of zeros inflates to about 4 GB).
+MAX_INFLATED = 16 * 1024 * 1024
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """Inflate gzip ``data`` (one member or several, as ``gzip.decompress`` reads), never holding more than
+    ``limit`` bytes of output: a body that would inflate further raises ``CfxError`` as soon as it passes it."""
+    out = bytearray()
+    rest = data
+    while rest:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        pending = rest
+        while True:
+            chunk = d.decompress(pending, limit + 1 - len(out))
+            out += chunk
+            if len(out) > limit:
+                raise CfxError(f"body: gzip that inflates to more than {limit} bytes (max_inflated_bytes)")
+            pending = d.unconsumed_tail
+            if d.eof or not (pending or chunk):
+                break
+        if not d.eof:
+            raise CfxError("body: content-encoding gzip but not gzip data (truncated)")
+        rest = d.unused_data.lstrip(b"\0")  # gzip.decompress also skips padding between members
+    return bytes(out)
+
+
+def unpack(data: bytes, content_encoding: str | None = None,
+           max_inflated: int = MAX_INFLATED) -> tuple[bytes, list[str]]:
     """The JSON bytes of an AMQP Data body: gunzipped when the content-encoding says gzip (any case), or when it
-    says nothing but the bytes are gzip (an SDK sender that lost its properties)."""
+    says nothing but the bytes are gzip (an SDK sender that lost its properties); inflated to ``max_inflated``
+    bytes at most (a decompression bomb is a bad message, not the agent's memory)."""
     notes: list[str] = []
     enc = (content_encoding or "").strip().lower()
     if enc in ("", "none") and data[:2] == b"\x1f\x8b":
@@ -178,7 +207,7 @@ def unpack(data: bytes, content_encoding: str | None = None) -> tuple[bytes, lis
         enc = "gzip"
     if enc == "gzip":
         try:
-            return gzip.decompress(data), notes
+            return _gunzip(data, max_inflated), notes
         except (OSError, EOFError, zlib.error) as e:
             raise CfxError(f"body: content-encoding gzip but not gzip data ({e})") from None
     if enc not in ("", "none", "identity"):
@@ -186,20 +215,25 @@ def unpack(data: bytes, content_encoding: str | None = None) -> tuple[bytes, lis
     return data, notes
 
 
-def decode(data: bytes, content_encoding: str | None = None) -> list[Envelope]:
+def decode(data: bytes, content_encoding: str | None = None, max_inflated: int = MAX_INFLATED) -> list[Envelope]:
     """One AMQP message body → its envelopes (an SDK batch sends a JSON array of them)."""
-    raw, notes = unpack(data, content_encoding)
+    raw, notes = unpack(data, content_encoding, max_inflated)
     try:
         doc = msgspec.json.decode(raw)
     except msgspec.DecodeError as e:
         raise CfxError(f"body: not JSON: {e}") from None
+    except RecursionError:  # msgspec gives up at Python's recursion limit: bad input like any other
+        raise CfxError("body: not valid JSON: nested too deep") from None
     docs = doc if isinstance(doc, list) else [doc]
     if not docs:
         raise CfxError("body: an empty array")
     out = []
     for i, d in enumerate(docs):
         where = f"envelope[{i}]" if isinstance(doc, list) else "envelope"
-        env = read_envelope(d, where)
+        try:
+            env = read_envelope(d, where)
+        except RecursionError:  # ``canonical`` walks the document: nested deeper than any CFX message
+            raise CfxError(f"{where}: nested too deep") from None
         env.notes[:0] = notes
         out.append(env)
     return out

@@ -10,7 +10,9 @@ EndpointConnected …) are the transport's business, not events: ``to_events`` r
 
 Out (``to_cfx``): the fixture's own ``test.result`` → UnitsTested, ``asset.state_changed`` →
 StationStateChanged with E10 codes, ``asset.fault`` → FaultOccurred or FaultCleared. The envelope's
-``UniqueID`` is the event id, so a resend is recognisably the same message.
+``UniqueID`` is the event id, so a resend is recognisably the same message. Only the fixture's **own** events
+(``is_own``: not from an ingest of other equipment) are said under its handle; another's, when the endpoint relays
+them (``relay_cfx``), go out as their sender wrote them: its handle, its UniqueID, its TimeStamp, its body.
 """
 
 from __future__ import annotations
@@ -445,6 +447,45 @@ def _iso(v: Any) -> str | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)  # as the reader takes them
     return format_time(when)
+
+
+#: The sources that report other equipment's events (``Event.source`` is ``<kind>:<name>``): CFX ingest, MQTT
+#: devices. Everything else (serial, GPIO, the simulated station, ``fixture-agent publish``) is the fixture's own.
+FOREIGN_SOURCES = ("cfx", "mqtt")
+#: AMQP application property: the handles of the relays a message passed through, comma-separated, oldest first
+RELAYED_BY = "fixture-agent-relayed-by"
+
+
+def is_own(event: Event) -> bool:
+    """Did the fixture itself report this event? Not when an ingest source journaled it (its ``source`` names
+    the CFX or MQTT ingest) or when it carries another sender's CFX origin (``custom_data.cfx``)."""
+    kind = event.source.split(":", 1)[0]
+    if kind in FOREIGN_SOURCES:
+        return False
+    custom = event.payload.get("custom_data") if isinstance(event.payload, dict) else None
+    return not (isinstance(custom, dict) and isinstance(custom.get("cfx"), dict))
+
+
+def cfx_origin(event: Event) -> dict[str, Any]:
+    """``custom_data.cfx`` of an event the CFX ingest journaled ({} for others)."""
+    custom = event.payload.get("custom_data") if isinstance(event.payload, dict) else None
+    meta = custom.get("cfx") if isinstance(custom, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def relay_cfx(event: Event) -> dict[str, Any] | None:
+    """The envelope that relays another sender's event as it sent it (its handle as Source, its UniqueID — or one
+    derived from it for one unit of several —, its TimeStamp, its body: RecipeName, symptoms and defects as CFX
+    structures), or None when the event carries no original (an MQTT device's, or one journaled while the
+    endpoint did not relay)."""
+    origin = cfx_origin(event)
+    original = origin.get("original")
+    handle = origin.get("handle")
+    if not isinstance(original, dict) or not isinstance(handle, str) or not handle:
+        return None
+    when = datetime.fromisoformat(original["time_stamp"])
+    return envelope_doc(original["message"], original["body"], source=handle, when=when,
+                        unique_id=original["unique_id"])
 
 
 def to_cfx(event: Event, handle: str) -> dict[str, Any] | None:

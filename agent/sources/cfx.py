@@ -12,6 +12,19 @@ not journaled twice (the UniqueIDs commit with the events, ``events/recent.py``)
 A message that is not CFX, or does not map, is kept in the dead-letter table with the reason and the raw body,
 counted, and **rejected** (so a broker-side dead-letter exchange gets it too); the ones behind it go on. Root
 messages (Heartbeat, EndpointConnected …) and types this agent does not map are accepted and counted by name.
+A message larger than ``max_message_bytes`` is refused while it arrives (rejected and settled before the rest is
+buffered), a gzip body that would inflate past ``max_inflated_bytes`` is refused as it inflates: both are dead
+letters, settled once, never redelivered.
+
+**What the agent published itself is never ingested** (the usual MES binding ``#.CFX.Production.
+TestAndInspection.#`` also matches the endpoint's own subject, and ingesting it made every result come back as a
+new one, thousands a second): an envelope whose ``Source`` is one of the agent's own handles (this source's, the
+endpoint's), whose ``UniqueID`` is the id of an event in the journal (the endpoint sends UniqueID = event id), or
+that the endpoint relayed itself is accepted and dropped (``own_messages`` in ``status``, a warning in the log).
+A message that the endpoint relayed and that came back through another relay, or that passed through more
+than ``MAX_RELAYS`` relays, is a **loop**: dropped, logged as an error, counted in ``status`` (``loops``) and in
+``fixture_agent_bad_input_total{origin="cfx:<name>:loop"}``. The relays a message passed through travel in the
+``fixture-agent-relayed-by`` application property (``sinks/cfx.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
@@ -32,12 +46,27 @@ from ..events.model import Event
 from ..events.recent import RecentKeys
 from ..events.transports import BaseTransport, TransportState
 from ..protocols import cfx
-from ..protocols.amqp_connection import ContainerThread, Reconnecting, connect_options, guarded
-from ..protocols.cfx_mapping import MAPPERS, to_events
+from ..protocols.amqp_connection import ContainerThread, Reconnecting, connect_options, guarded, refuse_oversize
+from ..protocols.cfx_mapping import MAPPERS, RELAYED_BY, to_events
 
 log = logging.getLogger(__name__)
 
 STATUS_EVERY = 1.0
+#: a message relayed this many times is taken for a loop whoever relayed it
+MAX_RELAYS = 4
+#: the units of a message that becomes one event per unit (a relay sends each unit's own part)
+_UNIT_LISTS = {"CFX.Production.TestAndInspection.UnitsTested": ("TestedUnits", "UnitIdentifier"),
+               "CFX.Production.TestAndInspection.UnitsInspected": ("InspectedUnits", "UnitIdentifier")}
+LOG_EVERY = 60.0
+
+
+def relayed_by(message: Any) -> list[str]:
+    """The handles of the relays a message passed through (application property ``fixture-agent-relayed-by``)."""
+    props = message.properties if isinstance(message.properties, dict) else {}
+    value = props.get(RELAYED_BY)
+    if not isinstance(value, str) or not value:
+        return []
+    return [h for h in value.split(",") if h]
 
 
 def _key(unique_id: str) -> str:
@@ -62,6 +91,10 @@ class CfxSource(BaseTransport):
         self.recent = RecentKeys(cfg.dedup_window)
         self._container: ContainerThread | None = None
         self._status_at = 0.0
+        self.own_handles: set[str] = {self.handle.lower()}
+        self.keep_original = False  # the endpoint relays others' events: keep what they sent, to send it on
+        self.loop_last: str | None = None
+        self._logged_at: dict[str, float] = {}
 
     @property
     def recent_key(self) -> str:
@@ -73,6 +106,7 @@ class CfxSource(BaseTransport):
     def start(self) -> None:
         assert self._bus is not None, "register the source on a bus first"
         self.recent.load(self._bus.journal.get_state(self.recent_key))
+        self._find_endpoints()
         options = connect_options(self.cfg, f"sources.cfx {self.cfg.name}")
         self._container = ContainerThread(_Receiver(self, options), self.handle, f"source-{self.name}")
         self._set_state(TransportState.CONNECTING)
@@ -85,10 +119,86 @@ class CfxSource(BaseTransport):
         self._set_state(TransportState.DISCONNECTED)
         self.record_status(force=True)
 
+    def _find_endpoints(self) -> None:
+        """The agent's own CFX endpoints are subscribers on the same bus (``sinks/cfx.py``): their handles are ours
+        too, and whether they relay others' events decides whether those keep their original body."""
+        assert self._bus is not None
+        for sub in self._bus.subscriptions():
+            handle = getattr(sub.handler, "cfx_handle", None)
+            if isinstance(handle, str):
+                self.own_handles.add(handle.lower())
+                self.keep_original = self.keep_original or bool(getattr(sub.handler, "republishes", False))
+
     # ------------------------------------------------------------------------------------------------ per message
+    def _loud(self, what: str, level: int, text: str, *args: Any) -> None:
+        """Log ``text`` now and then (at most every LOG_EVERY seconds per kind): a loop must be seen, not flood."""
+        now = time.monotonic()
+        if now - self._logged_at.get(what, -LOG_EVERY) >= LOG_EVERY:
+            self._logged_at[what] = now
+            log.log(level, text, *args)
+
+    def _sent_by_us(self, unique_id: str) -> bool:
+        """The endpoint sends UniqueID = event id: a UniqueID that is the id of an event in our journal is ours."""
+        assert self._bus is not None
+        try:
+            return self._bus.journal.reader().execute("SELECT 1 FROM events WHERE id = ?", (unique_id,)) \
+                .fetchone() is not None
+        except Exception:  # noqa: BLE001 - the handle check still holds; a busy journal must not stop ingest
+            return False
+
+    def _own(self, env: cfx.Envelope, via: list[str]) -> str | None:
+        """Why an envelope is the agent's own (not to be ingested), or None: "own" (we published it, or relayed
+        it and it came straight back) or "loop" (our relay came back through another, or too many relays)."""
+        mine = [i for i, h in enumerate(via) if h.lower() in self.own_handles]
+        if mine and mine[-1] != len(via) - 1 or len(via) > MAX_RELAYS:
+            return "loop"
+        if mine or (env.source or "").lower() in self.own_handles or self._sent_by_us(env.unique_id):
+            return "own"
+        return None
+
+    def _dropped(self, why: str, env: cfx.Envelope, via: list[str]) -> None:
+        assert self._bus is not None
+        if why == "loop":
+            self.counts["loops"] += 1
+            self._bus.metrics.record_bad_input(f"{self.name}:loop")
+            self.loop_last = (f"{env.message_name} {env.unique_id} from {env.source} relayed by "
+                              f"{' > '.join(via) or '-'}")
+            self._loud("loop", logging.ERROR, "source %s: a CFX message loop: %s came back to this agent; dropped "
+                       "(%d so far). Two relays (sinks.cfx.republish) bound to each other's messages?",
+                       self.name, self.loop_last, self.counts["loops"])
+        else:
+            self.counts["own_messages"] += 1
+            self._loud("own", logging.WARNING, "source %s: %s (%s) is this agent's own message (the queue's binding "
+                       "matches the endpoint's subject); not ingested (%d so far)", self.name, env.message_name,
+                       env.source, self.counts["own_messages"])
+
+    def _keep_original(self, env: cfx.Envelope, mapped: list[Event]) -> None:
+        """For a relay: what the sender said, kept with each event (its part of the message, for one event per
+        unit), so the endpoint can send it on unchanged under the sender's handle."""
+        units = _UNIT_LISTS.get(env.message_name)
+        for i, e in enumerate(mapped):
+            body = env.body
+            if units is not None:
+                key, id_key = units
+                mine = [u for u in (body.get(key) or []) if isinstance(u, dict)
+                        and str(u.get(id_key)) == str(e.payload.get("unit_id"))]
+                body = {**body, key: mine[:1]}
+            unique_id = env.unique_id if len(mapped) == 1 else str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                                                            f"{env.unique_id}/{i}"))
+            self._cfx_meta(e)["original"] = {"message": env.message_name, "unique_id": unique_id,
+                                             "time_stamp": env.time_stamp.isoformat(), "body": body}
+
+    @staticmethod
+    def _cfx_meta(e: Event) -> dict[str, Any]:
+        custom = e.payload.setdefault("custom_data", {})
+        if not isinstance(custom, dict):
+            custom = e.payload["custom_data"] = {}
+        meta = custom.setdefault("cfx", {})
+        return meta if isinstance(meta, dict) else custom.setdefault("cfx_origin", {})
+
     def read(self, message: Any, pending_ids: set[str] | frozenset[str] = frozenset()) -> tuple[list[Event], list[str]]:
         """A proton message → (events, UniqueIDs), skipping envelopes already journaled or already waiting in this
-        batch (``pending_ids``); raises ``cfx.CfxError`` naming what is wrong."""
+        batch (``pending_ids``) and the agent's own; raises ``cfx.CfxError`` naming what is wrong."""
         body = message.body
         if isinstance(body, memoryview):
             body = bytes(body)
@@ -104,7 +214,12 @@ class CfxSource(BaseTransport):
             encoding = None
         events: list[Event] = []
         ids: list[str] = []
-        for env in cfx.decode(bytes(body), encoding):
+        via = relayed_by(message)
+        for env in cfx.decode(bytes(body), encoding, self.cfg.max_inflated_bytes):
+            own = self._own(env, via)
+            if own is not None:
+                self._dropped(own, env, via)
+                continue
             key = _key(env.unique_id)
             if key in self.recent or key in ids or key in pending_ids:
                 self.counts["duplicates"] += 1
@@ -112,18 +227,33 @@ class CfxSource(BaseTransport):
             mapped = to_events(env, self.name)
             if not mapped and env.message_name not in MAPPERS:
                 self.not_mapped[env.message_name] += 1
+            for e in mapped:
+                if via:
+                    self._cfx_meta(e)["relayed_by"] = via
+            if self.keep_original and mapped:
+                self._keep_original(env, mapped)
             events += mapped
             ids.append(key)
         return events, ids
 
+    def too_large(self, head: bytes) -> None:
+        """A message refused while it arrived (over max_message_bytes): a dead letter with what came of it."""
+        self.counts["received"] += 1
+        self.counts["too_large"] += 1
+        self._bad(None, head, f"message larger than max_message_bytes ({self.cfg.max_message_bytes} bytes): "
+                              "refused while it arrived")
+
     def bad_input(self, message: Any, reason: str) -> None:
+        body = message.body
+        raw = bytes(body) if isinstance(body, (bytes, bytearray, memoryview)) else str(body).encode()
+        self._bad(message.subject, raw, reason)
+
+    def _bad(self, subject: str | None, raw: bytes, reason: str) -> None:
         assert self._bus is not None
         self.counts["bad"] += 1
         self._bus.metrics.record_bad_input(self.name)
-        subject = message.subject or "-"
+        subject = subject or "-"
         log.warning("source %s: bad message (%s): %s", self.name, subject, reason)
-        body = message.body
-        raw = bytes(body) if isinstance(body, (bytes, bytearray, memoryview)) else str(body).encode()
         try:
             self._bus.dead_letters.add_bad_input(f"{self.name} {self.cfg.address} {subject}", raw[:1_000_000], reason)
         except Exception as e:  # noqa: BLE001 - journal full or busy: counted and logged, the message is rejected
@@ -149,6 +279,7 @@ class CfxSource(BaseTransport):
         self._status_at = now
         doc = {"port": f"{self.cfg.url} {self.cfg.address}", "online": self.state is TransportState.CONNECTED,
                "handle": self.handle, **dict(self.counts), "not_mapped": dict(self.not_mapped),
+               "loop_last": self.loop_last,
                "last_error": self._last_error, "since": datetime.now(timezone.utc).isoformat()}
         try:
             self._bus.journal.set_state(f"source:{self.name}", doc)
@@ -201,7 +332,7 @@ class _Receiver(Reconnecting, MessagingHandler):
         class Durable(LinkOption):  # the SDK's receiver: source durability "configuration" (matches durable queues)
             def apply(self, link: Any) -> None:
                 link.source.durability = Terminus.CONFIGURATION
-                link.max_message_size = limit  # a larger message is refused by the link, not buffered whole
+                link.max_message_size = limit  # advisory (RabbitMQ 3.x ignores it): on_delivery enforces it
 
         conn = container.connect(**self.options)
         self.receiver = container.create_receiver(conn, self.source.cfg.address, options=Durable())
@@ -250,7 +381,17 @@ class _Receiver(Reconnecting, MessagingHandler):
         src._set_state(TransportState.RECONNECTING)
         src.record_status(force=True)
 
+    def on_delivery(self, event: Any) -> None:
+        """Before proton buffers a message whole: one over max_message_bytes is refused while it arrives, kept as
+        a dead letter (its first bytes) and settled, so the broker never sends it again."""
+        head = refuse_oversize(event, self.source.cfg.max_message_bytes)
+        if head is not None:
+            self.source.too_large(head)
+            event.link.flow(1)
+
     def on_message(self, event: Any) -> None:
+        if getattr(event.delivery, "refused", False):
+            return
         src = self.source
         src.counts["received"] += 1
         try:
