@@ -21,7 +21,11 @@ import msgspec
 
 from . import __version__
 from .config import Config, ConfigError, load_config
+from .preflight import EX_CONFIG, EX_SOFTWARE, StartupError
 
+#: 1: some input was bad (``publish``, ``dlq retry``); 2: wrong command line. A configuration error is 78
+#: (EX_CONFIG) from every command, and ``run``'s other start-up failures have their sysexits.h status
+#: (``agent/preflight.py``), so a service manager can tell them apart.
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
@@ -47,15 +51,22 @@ def _setup_logging(level: str) -> None:
 
 # ---------------------------------------------------------------------------------------------------- commands
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runtime import Agent, AgentAlreadyRunning
+    from .runtime import Agent
 
     cfg = _config(args)
     _setup_logging(args.log_level or cfg.agent.log_level)
     try:
         return Agent(cfg).run(duration=args.for_seconds)
-    except (AgentAlreadyRunning, ConfigError) as e:
+    except StartupError as e:  # AgentAlreadyRunning too
         print(f"fixture-agent: {e}", file=sys.stderr)
-        return EXIT_ERROR
+        return e.exit_code
+    except ConfigError as e:
+        print(f"fixture-agent: config error: {e}", file=sys.stderr)
+        return EX_CONFIG
+    except Exception:  # noqa: BLE001 - a defect of ours, not the user's: the trace is for the bug report
+        logging.getLogger("agent").critical("internal error while starting (a bug: please report it with this "
+                                            "trace)", exc_info=True)
+        return EX_SOFTWARE
 
 
 def _age(seconds: float) -> str:
@@ -502,7 +513,30 @@ def cmd_cfx_samples(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    cfg = _config(args)  # raises ConfigError with file and key
+    """The file's values (ConfigError), then everything ``run`` would refuse that can be known without running
+    (``preflight.problems``, the same function ``run`` calls). A listen address in use is reported only while no
+    agent runs on this data directory: a running agent holds its own."""
+    from . import preflight
+
+    try:
+        cfg = _config(args)  # raises ConfigError with file and key
+    except ConfigError as e:
+        if args.json:
+            print(json.dumps({"ok": False, "file": args.config, "problems": [
+                {"key": e.key, "message": str(e), "exit_code": EX_CONFIG}]}, indent=2))
+        raise
+    problems = preflight.problems(cfg)
+    running = _agent_pid(cfg) if cfg.data_dir.is_dir() else None
+    if running is None:
+        problems += [p for key, value in preflight.listen_addresses(cfg)
+                     if (p := preflight.listen_problem(cfg, key, value)) is not None]
+    if problems:
+        if args.json:
+            print(json.dumps({"ok": False, "file": cfg.source_path, "problems": [
+                {"key": p.key, "message": str(p), "exit_code": p.exit_code} for p in problems]}, indent=2))
+        for p in problems:
+            print(f"fixture-agent: {p}", file=sys.stderr)
+        return problems[0].exit_code
     sources = ([f"serial:{s.name}" for s in cfg.sources.serial] + (["gpio"] if cfg.sources.gpio else [])
                + (["simulated"] if cfg.sources.simulated else [])
                + ([f"mqtt:{cfg.sources.mqtt.name}"] if cfg.sources.mqtt and cfg.sources.mqtt.enabled else [])
@@ -616,7 +650,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as e:
         print(f"fixture-agent: config error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+        return EX_CONFIG
+    except StartupError as e:
+        print(f"fixture-agent: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `… | head`: the reader went away; not an error worth a traceback

@@ -49,7 +49,7 @@ class FieldError(ValueError):
         super().__init__(f"{field + ' = ' if field else ''}{show_value(value)}: {problem}")
 
 
-def show_value(value: Any, limit: int = 80) -> str:
+def show_value(value: Any, limit: int = 160) -> str:
     """A value as it is written in TOML (``"30 seconds"``, ``-5``, ``true``), cut short: a config error quotes what
     the user wrote, not Python's spelling of it."""
     if isinstance(value, bool):

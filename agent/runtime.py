@@ -5,21 +5,23 @@ Read this file top-down to see how the agent is put together; each part lives in
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .config import Config, ConfigError, parse_listen
+from . import __version__, preflight
+from .config import Config, ConfigError, parse_listen, show_value
 from .events.bus import EventBus
 from .events.chain import EnrichmentMiddleware, HandlerChain, ValidationMiddleware
-from .events.journal import Journal, read_stats
+from .events.journal import Journal, JournalError, read_stats
 from .events.lifecycle import LifecycleManager
 from .events.telemetry import EventMetrics, render_prometheus
 from .events.transports import BaseTransport
@@ -29,11 +31,14 @@ log = logging.getLogger("agent")
 
 
 #: exit status after an internal failure (sysexits.h): systemd's Restart=always starts the agent again
-EX_SOFTWARE = 70
+EX_SOFTWARE = preflight.EX_SOFTWARE
 
 
-class AgentAlreadyRunning(RuntimeError):
-    pass
+class AgentAlreadyRunning(preflight.StartupError):
+    """Another agent holds the data directory's lock (EX_TEMPFAIL: it may be stopping)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, preflight.EX_TEMPFAIL, "agent.data_dir")
 
 
 class Agent:
@@ -55,15 +60,11 @@ class Agent:
     # ------------------------------------------------------------------------------------------------ build
     def build(self) -> None:
         cfg = self.config
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        preflight.check(cfg)  # what `config check` checks, in the same words
+        preflight.make_directories(cfg)
         self._take_lock()
         notify = self.notify
-        self.journal = Journal(
-            cfg.journal_path, max_bytes=cfg.journal.max_bytes, max_age=cfg.journal.max_age,
-            sync=cfg.journal.sync, evictable_types=cfg.journal.evictable_types,
-            # a corrupt journal is salvaged before READY: keep systemd's start timeout from killing that
-            progress=lambda what: notify.send(f"EXTEND_TIMEOUT_USEC=60000000\nSTATUS={what}"),
-        )
+        self.journal = self._open_journal(notify)
         if self.journal.corrupt_file:
             self.metrics.record_bad_input("journal-corrupt")
         station = {"station": cfg.agent.station, "location": cfg.agent.location, "purpose": cfg.agent.purpose}
@@ -129,8 +130,36 @@ class Agent:
             from .health import HealthServer
 
             host, port = parse_listen(cfg.metrics.listen)
-            self.health_server = HealthServer(host, port, self.metrics_text, self.health)
+            try:
+                self.health_server = HealthServer(host, port, self.metrics_text, self.health)
+            except OSError as e:  # the port in use: only start-up can know
+                raise preflight.listen_error(cfg, "metrics.listen", cfg.metrics.listen, e) from None
             self.lifecycle.add_component(self.health_server, priority=5)
+
+    def _open_journal(self, notify: "SystemdNotifier") -> Journal:
+        """The journal, or the one-line ``StartupError`` naming its key: a file that cannot be created or opened
+        is the operator's to fix (EX_CANTCREAT), a journal that cannot be read or salvaged is the disk's
+        (EX_IOERR, the message says what was tried)."""
+        cfg = self.config
+        key, value = ("journal.path", cfg.journal.path) if cfg.journal.path else ("agent.data_dir", cfg.agent.data_dir)
+        where = f"{cfg.source_path}: {key} = {show_value(str(value), limit=4096)}"
+        existed = cfg.journal_path.exists()
+        try:
+            return Journal(
+                cfg.journal_path, max_bytes=cfg.journal.max_bytes, max_age=cfg.journal.max_age,
+                sync=cfg.journal.sync, evictable_types=cfg.journal.evictable_types,
+                # a corrupt journal is salvaged before READY: keep systemd's start timeout from killing that
+                progress=lambda what: notify.send(f"EXTEND_TIMEOUT_USEC=60000000\nSTATUS={what}"),
+            )
+        except JournalError as e:
+            raise preflight.StartupError(f"{where}: {e}", preflight.EX_IOERR, key) from None
+        except (OSError, sqlite3.Error) as e:
+            what = getattr(e, "strerror", None) or str(e)
+            if existed:
+                raise preflight.StartupError(f"{where}: cannot open the journal {cfg.journal_path}: {what}",
+                                             preflight.EX_IOERR, key) from None
+            raise preflight.StartupError(f"{where}: cannot create the journal {cfg.journal_path}: {what}",
+                                         preflight.EX_CANTCREAT, key) from None
 
     def _start_simulator(self, s):
         """``port = "simulator:jsonl"`` (or ``simulator:scpi``): a simulated fixture on a real pseudo-terminal,
@@ -152,7 +181,13 @@ class Agent:
     def _take_lock(self) -> None:
         """One agent per journal: a second one would deliver everything twice."""
         path = self.config.data_dir / "agent.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise preflight.StartupError(
+                f"{self.config.source_path}: agent.data_dir = {show_value(self.config.agent.data_dir, limit=4096)}: cannot "
+                f"create {path}: {e.strerror}", preflight.EX_NOPERM if e.errno == errno.EACCES
+                else preflight.EX_CANTCREAT, "agent.data_dir") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -212,17 +247,26 @@ class Agent:
 
     # ------------------------------------------------------------------------------------------------ run
     def run(self, duration: float | None = None) -> int:
-        """Run until SIGTERM/SIGINT (or ``duration`` seconds); returns the exit code."""
-        self.build()
+        """Run until SIGTERM/SIGINT (or ``duration`` seconds); returns the exit code. A reason not to start is
+        raised as ``StartupError`` (one line and an exit status), with whatever was built closed again."""
+        try:
+            self.build()
+        except BaseException:
+            self.close()
+            raise
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_requested.set())
         previous_hook = threading.excepthook
         threading.excepthook = lambda args: self._thread_died(args, previous_hook)
+        failed: list[tuple[str, BaseException]] = []
+        self.lifecycle.on_error(lambda label, e: failed.append((label, e)))
         try:
             self.lifecycle.start()
-        except Exception:
+        except Exception as e:
             threading.excepthook = previous_hook
             self.close()
+            if isinstance(e, OSError):
+                raise self._start_failure(failed[0][0] if failed else "?", e) from None
             raise
         log.info("fixture-agent %s running: station %s, journal %s", __version__, self.config.agent.station,
                  self.config.journal_path)
@@ -247,6 +291,17 @@ class Agent:
         finally:
             threading.excepthook = previous_hook
         return EX_SOFTWARE if self.thread_died else 0
+
+    def _start_failure(self, label: str, e: OSError) -> preflight.StartupError:
+        """A component that could not start because of the system (an address in use, a file it cannot open),
+        named by the key that configures it."""
+        cfg = self.config
+        for key, value in preflight.listen_addresses(cfg):
+            if label == {"metrics.listen": "health-server", "sinks.cfx.listen": "sink:cfx"}[key] \
+                    and e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+                return preflight.listen_error(cfg, key, value, e)
+        return preflight.StartupError(f"{cfg.source_path}: could not start {label}: {e.strerror or e}",
+                                      preflight.EX_UNAVAILABLE)
 
     def _thread_died(self, args: threading.ExceptHookArgs, previous: Any) -> None:
         """A thread that dies of an unexpected exception (a library's, such as paho's network loop; ours catch

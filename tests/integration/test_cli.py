@@ -1,5 +1,9 @@
 import json
+import os
+import socket
 import sqlite3
+
+import pytest
 
 from tests.conftest import run_cli
 
@@ -71,8 +75,8 @@ def test_config_check(write_config, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[journal]\nmax_bytes = "a lot"\n')
     out = run_cli("config", "check", "-c", str(bad))
-    assert out.returncode == 1
-    assert f"{bad}: journal: 'a lot' is not a size" in out.stderr
+    assert out.returncode == 78  # EX_CONFIG
+    assert f"{bad}: journal.max_bytes = \"a lot\" is not a size" in out.stderr
 
 
 def test_secrets_never_in_config_output(write_config, tmp_path):
@@ -117,3 +121,96 @@ def test_cfx_samples_list_show_and_convert(write_config):
     assert moved[0]["wats"] == "not sent to WATS"
     bad = run_cli("cfx", "samples", "--show", "nope")
     assert bad.returncode == 2 and "--list" in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- start-up
+def _one_line(stderr: str) -> str:
+    """The one line a start-up failure prints; anything else on stderr (a traceback) fails the test."""
+    assert "Traceback" not in stderr, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.fixture
+def busy_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def _scenario(name, tmp_path, write_config, busy_port):
+    """(config path, the key the error must name, its value, a phrase of what to do, exit status)."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    if name == "port in use":
+        return write_config(metrics_port=busy_port), "metrics.listen", f"127.0.0.1:{busy_port}", "free port", 69
+    if name == "data_dir a file":
+        cfg = write_config()
+        cfg.write_text(cfg.read_text().replace(str(tmp_path / "data"), str(a_file)))
+        return cfg, "agent.data_dir", str(a_file), "move it away", 73
+    if name == "journal directory cannot be created":
+        cfg = write_config()
+        cfg.write_text(cfg.read_text().replace("[journal]\n", f'[journal]\npath = "{a_file}/journals/journal.db"\n'))
+        return cfg, "journal.path", f"{a_file}/journals/journal.db", "move it away", 73
+    if name == "token readable by others":
+        token = tmp_path / "wats.token"
+        token.write_text("t0ken")
+        token.chmod(0o644)
+        cfg = write_config(f'[sinks.wats]\nurl = "https://wats.invalid"\ntoken_file = "{token}"\n'
+                           'default_process_code = 10\n')
+        return cfg, "sinks.wats.token_file", str(token), "chmod 600", 78
+    if name == "a wrong value":
+        return write_config(max_bytes="1KB"), "journal.max_bytes", "1KB", "at least 64KB", 78
+    raise AssertionError(name)
+
+
+SCENARIOS = ["port in use", "data_dir a file", "journal directory cannot be created", "token readable by others",
+             "a wrong value"]
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_start_up_failure_is_one_line_naming_the_key_with_a_sysexits_status(name, tmp_path, write_config, busy_port):
+    cfg, key, value, todo, status = _scenario(name, tmp_path, write_config, busy_port)
+    out = run_cli("run", "-c", str(cfg), "--for", "5")
+    line = _one_line(out.stderr)
+    assert out.returncode == status, out.stderr
+    assert line.startswith("fixture-agent: ") and str(cfg) in line and key in line and value in line, line
+    assert todo in line, line
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_config_check_refuses_what_run_refuses_in_the_same_words(name, tmp_path, write_config, busy_port):
+    cfg, key, value, todo, status = _scenario(name, tmp_path, write_config, busy_port)
+    check = run_cli("config", "check", "-c", str(cfg))
+    assert check.returncode == status and check.stdout == "", check.stderr
+    run = run_cli("run", "-c", str(cfg), "--for", "5")
+    assert _one_line(check.stderr).split(": config error: ")[-1] == _one_line(run.stderr).split(": config error: ")[-1]
+    doc = json.loads(run_cli("config", "check", "-c", str(cfg), "--json").stdout)
+    assert doc["ok"] is False and [p["key"] for p in doc["problems"]] == [key]
+
+
+def test_run_creates_the_journal_directory(tmp_path, write_config):
+    journal = tmp_path / "var" / "journals" / "journal.db"
+    cfg = write_config()
+    cfg.write_text(cfg.read_text().replace("[journal]\n", f'[journal]\npath = "{journal}"\n'))
+    assert ": ok" in run_cli("config", "check", "-c", str(cfg), check=True).stdout
+    out = run_cli("run", "-c", str(cfg), "--for", "0.5")
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert journal.exists()
+
+
+def test_config_check_leaves_a_port_alone_while_the_agent_holds_it(tmp_path, write_config, busy_port):
+    """A running agent holds its own metrics port: `config check` beside it must not call that a problem."""
+    import fcntl
+
+    cfg = write_config(metrics_port=busy_port)
+    (tmp_path / "data").mkdir()
+    fd = os.open(tmp_path / "data" / "agent.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.pwrite(fd, b"12345\n", 0)
+        assert ": ok" in run_cli("config", "check", "-c", str(cfg), check=True).stdout
+    finally:
+        os.close(fd)

@@ -73,7 +73,7 @@ def test_agent_runs_serves_metrics_and_health_and_stops_on_sigterm(write_config)
         assert len(out.stdout.strip()) == 36
         # a second agent on the same data dir is refused
         second = run_cli("run", "-c", str(cfg), "--for", "1")
-        assert second.returncode == 1 and f"pid {proc.pid}" in second.stderr
+        assert second.returncode == 75 and f"pid {proc.pid}" in second.stderr  # EX_TEMPFAIL
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=15)

@@ -1,0 +1,253 @@
+"""What must hold before the agent can start, checked the same way by ``config check`` and by ``run``.
+
+A config can be valid TOML with every value in range and still not run here: a token file others can read, a
+``data_dir`` that is a regular file, a journal directory that cannot be created, a package that is not installed.
+``config check`` said "ok" to all of those and ``run`` then died with a traceback. Now both call ``problems()``;
+``run`` also turns what only start-up can know (a port another process holds) into the same one-line error.
+
+Every problem is one line — the file, the key and its value, what is wrong, what to do — and carries an exit
+status from sysexits.h, so systemd (``RestartPreventExitStatus=``) and a deploy script can tell a configuration
+mistake (78) from a directory that cannot be created (73) or an address in use (69) without reading the text.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import os
+import pwd
+import socket
+import stat
+from pathlib import Path
+from typing import Any
+
+from .config import Config, ConfigError, parse_listen, show_value
+
+# sysexits.h
+EX_OK = 0
+EX_UNAVAILABLE = 69  # a service or resource the config names is not available (an address in use)
+EX_SOFTWARE = 70  # an internal error: a bug, or a thread that died (systemd starts the agent again)
+EX_CANTCREAT = 73  # a directory or file the agent must create cannot be
+EX_IOERR = 74  # the journal cannot be read or written (a disk error, no room for a salvage)
+EX_TEMPFAIL = 75  # another agent holds the data directory: try again when it has stopped
+EX_NOPERM = 77  # the agent's user may not read or write what the config names
+EX_CONFIG = 78  # the configuration is wrong: systemd should not retry before it is fixed
+
+
+class StartupError(Exception):
+    """A reason the agent cannot start: one line for the operator and an exit status for the service manager."""
+
+    def __init__(self, message: str, exit_code: int, key: str | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.key = key
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _where(cfg: Config, key: str, value: Any) -> str:
+    return f"{cfg.source_path}: {key} = {show_value(str(value), limit=4096)}"
+
+
+# ---------------------------------------------------------------------------------------------------- directories
+def _dir_problem(cfg: Config, key: str, value: Any, directory: Path) -> StartupError | None:
+    """Whether ``directory`` is (or can be made) a directory the agent can write, without creating anything."""
+    where = _where(cfg, key, value)
+    if directory.exists() or directory.is_symlink():
+        if not directory.is_dir():
+            return StartupError(f"{where}: {directory} is a file, not a directory: move it away or set {key} to a "
+                                "directory", EX_CANTCREAT, key)
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return StartupError(f"{where}: {directory} is not writable by {_user()}: chown it to the agent's user",
+                                EX_NOPERM, key)
+        return None
+    parent = directory.parent
+    while not (parent.exists() or parent.is_symlink()) and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return StartupError(f"{where}: {directory} cannot be created: {parent} is a file, not a directory: move "
+                            f"it away or set {key} elsewhere", EX_CANTCREAT, key)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return StartupError(f"{where}: {directory} cannot be created: {parent} is not writable by {_user()} "
+                            f"(create {directory} for the agent's user)", EX_CANTCREAT, key)
+    return None
+
+
+def _journal_key(cfg: Config) -> tuple[str, Any]:
+    return ("journal.path", cfg.journal.path) if cfg.journal.path else ("agent.data_dir", cfg.agent.data_dir)
+
+
+def _directory_problems(cfg: Config) -> list[StartupError]:
+    found = [p for p in (_dir_problem(cfg, "agent.data_dir", cfg.agent.data_dir, cfg.data_dir),) if p]
+    key, value = _journal_key(cfg)
+    if cfg.journal.path and not found:
+        if (p := _dir_problem(cfg, key, value, cfg.journal_path.parent)) is not None:
+            found.append(p)
+    if not found and cfg.journal_path.is_dir():
+        found.append(StartupError(f"{_where(cfg, key, value)}: {cfg.journal_path} is a directory; the journal is a "
+                                  "file (set journal.path to a file name)", EX_CANTCREAT, key))
+    return found
+
+
+def make_directories(cfg: Config) -> None:
+    """Create ``data_dir`` and the journal's directory (``run``), or raise the one-line ``StartupError``."""
+    targets = [("agent.data_dir", cfg.agent.data_dir, cfg.data_dir)]
+    if cfg.journal.path:
+        targets.append(("journal.path", cfg.journal.path, cfg.journal_path.parent))
+    for key, value, directory in targets:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            problem = _dir_problem(cfg, key, value, directory)
+            raise problem or StartupError(f"{_where(cfg, key, value)}: cannot create {directory}: "
+                                          f"{e.strerror or e}", EX_CANTCREAT, key) from None
+
+
+# ---------------------------------------------------------------------------------------------------- files
+def _secret_files(cfg: Config) -> list[tuple[str, str]]:
+    """(key, path) of every secret file an enabled section reads."""
+    out: list[tuple[str, str]] = []
+    w = cfg.sinks.wats
+    if w is not None and w.enabled and w.token_file:
+        out.append(("sinks.wats.token_file", w.token_file))
+    for key, sec in (("sources.mqtt", cfg.sources.mqtt), ("sinks.mqtt", cfg.sinks.mqtt),
+                     ("sources.cfx", cfg.sources.cfx), ("sinks.cfx", cfg.sinks.cfx)):
+        if sec is not None and sec.enabled and sec.password_file:
+            out.append((f"{key}.password_file", sec.password_file))
+    return out
+
+
+def _tls_files(cfg: Config) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for key, sec in (("sources.mqtt", cfg.sources.mqtt), ("sinks.mqtt", cfg.sinks.mqtt),
+                     ("sources.cfx", cfg.sources.cfx), ("sinks.cfx", cfg.sinks.cfx)):
+        if sec is not None and sec.enabled:
+            out.extend((f"{key}.{f}", getattr(sec, f)) for f in ("ca_file", "cert_file", "key_file")
+                       if getattr(sec, f))
+    return out
+
+
+def secret_mode_problem(path: Path) -> str | None:
+    """The one rule for secret files, shared with ``secrets.read_secret_file``: no access for group or others."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    if mode & 0o077:
+        return f"must not be readable by group or others (mode {mode:04o}): chmod 600 {path}"
+    return None
+
+
+def _file_problems(cfg: Config) -> list[StartupError]:
+    found: list[StartupError] = []
+    for key, value in _secret_files(cfg):
+        p = Path(value)
+        if (problem := secret_mode_problem(p)) is not None:
+            found.append(StartupError(f"{_where(cfg, key, value)}: {problem}", EX_CONFIG, key))
+        elif p.exists() and not os.access(p, os.R_OK):
+            found.append(StartupError(f"{_where(cfg, key, value)}: not readable by {_user()}: chown it to the "
+                                      "agent's user", EX_NOPERM, key))
+        elif p.is_dir():
+            found.append(StartupError(f"{_where(cfg, key, value)}: is a directory, not a file", EX_CONFIG, key))
+        # a secret file that does not exist yet is not an error: the sink holds its events until it appears
+    for key, value in _tls_files(cfg):
+        p = Path(value)
+        if not p.is_file():
+            what = "is a directory" if p.is_dir() else "does not exist"
+            found.append(StartupError(f"{_where(cfg, key, value)}: {what}: give the path of the PEM file",
+                                      EX_CONFIG, key))
+        elif not os.access(p, os.R_OK):
+            found.append(StartupError(f"{_where(cfg, key, value)}: not readable by {_user()}", EX_NOPERM, key))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------- packages
+#: (section key, module, the extra that installs it)
+_PACKAGES = (("sinks.wats", "httpx", "wats"), ("sinks.mqtt", "paho", "mqtt"), ("sinks.cfx", "proton", "cfx"),
+             ("sources.serial", "serial", "serial"), ("sources.mqtt", "paho", "mqtt"),
+             ("sources.cfx", "proton", "cfx"), ("sources.gpio", "gpiozero", "gpio"))
+
+
+def _section_on(cfg: Config, key: str) -> bool:
+    group, name = key.split(".")
+    sec = getattr(getattr(cfg, group), name)
+    if isinstance(sec, list):
+        return bool(sec)
+    return sec is not None and getattr(sec, "enabled", True)
+
+
+def package_problem(cfg_source: str, key: str, module: str, extra: str) -> StartupError | None:
+    if importlib.util.find_spec(module) is None:
+        return StartupError(f"{cfg_source}: [{key}] needs the {module} package: pip install 'fixture-agent[{extra}]'",
+                            EX_CONFIG, key)
+    return None
+
+
+def _package_problems(cfg: Config) -> list[StartupError]:
+    return [p for key, module, extra in _PACKAGES
+            if _section_on(cfg, key) and (p := package_problem(cfg.source_path, key, module, extra)) is not None]
+
+
+# ---------------------------------------------------------------------------------------------------- addresses
+def listen_error(cfg: Config, key: str, value: str, e: OSError) -> StartupError:
+    """A bind that failed, as the one line ``run`` prints."""
+    where = _where(cfg, key, value)
+    if e.errno == errno.EADDRINUSE:
+        return StartupError(f"{where}: the address is in use by another process: stop it, or set {key} to a free "
+                            "port", EX_UNAVAILABLE, key)
+    if e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or isinstance(e, socket.gaierror):
+        return StartupError(f"{where}: not an address of this machine: use 127.0.0.1, 0.0.0.0 or one of its "
+                            "addresses", EX_CONFIG, key)
+    if e.errno == errno.EACCES:
+        return StartupError(f"{where}: ports below 1024 need privileges the agent does not have: use a port from "
+                            "1024 up", EX_NOPERM, key)
+    return StartupError(f"{where}: cannot listen: {e.strerror or e}", EX_UNAVAILABLE, key)
+
+
+def listen_problem(cfg: Config, key: str, value: str) -> StartupError | None:
+    """Try to bind ``value`` now (and let go at once). Only meaningful while the agent is not running: a running
+    agent holds its own port."""
+    host, port = parse_listen(value)
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, addr = infos[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(addr)
+    except OSError as e:
+        return listen_error(cfg, key, value, e)
+    return None
+
+
+def listen_addresses(cfg: Config) -> list[tuple[str, str]]:
+    """(key, host:port) of everything the agent listens on."""
+    out = [("metrics.listen", cfg.metrics.listen)] if cfg.metrics.enabled else []
+    c = cfg.sinks.cfx
+    if c is not None and c.enabled and c.listen:
+        out.append(("sinks.cfx.listen", c.listen))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- together
+def problems(cfg: Config) -> list[StartupError]:
+    """Everything that would stop ``run`` and can be known without starting it, in the order ``run`` meets them."""
+    return _directory_problems(cfg) + _file_problems(cfg) + _package_problems(cfg)
+
+
+def check(cfg: Config) -> None:
+    """Raise the first of ``problems()`` (``run``)."""
+    found = problems(cfg)
+    if found:
+        raise found[0]
+
+
+__all__ = ["EX_CANTCREAT", "EX_CONFIG", "EX_IOERR", "EX_NOPERM", "EX_OK", "EX_SOFTWARE", "EX_TEMPFAIL",
+           "EX_UNAVAILABLE", "ConfigError", "StartupError", "check", "listen_addresses", "listen_error",
+           "listen_problem", "make_directories", "problems"]
