@@ -98,7 +98,7 @@ def _agent_pid(cfg: Config) -> int | None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .runtime import journal_stats_readonly
+    from .runtime import journal_refusal, journal_stats_readonly
 
     cfg = _config(args)
     stats = journal_stats_readonly(cfg)
@@ -116,7 +116,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             "max_bytes": stats.max_bytes, "file_bytes": stats.file_bytes, "first_seq": stats.first_seq,
             "last_seq": stats.last_seq, "evicted": stats.evicted, "refused": stats.refused,
             "stale_results": stats.stale_results, "corrupt_files": stats.corrupt_files,
-            "salvage": stats.salvage,
+            "salvage": stats.salvage, "bad_input_bytes": stats.bad_input_bytes,
+            "bad_input_max_bytes": stats.bad_input_max_bytes, "refused_last_at": stats.refused_last_at,
+            "refusing": bool((refusal := journal_refusal(stats)) and refusal[0]),
         },
         "subscribers": stats.subscribers,
         "dead_letters": stats.dead_letters,
@@ -149,6 +151,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines.append("sources")
         for name, src in sorted(stats.sources.items()):
             ident = src.get("identity") or {}
+        if refusal:
+            lines.append(f"  !! {'JOURNAL REFUSING EVENTS: ' if refusal[0] else ''}{refusal[1]}")
+    if stats.bad_input_bytes:
+        lines.append(f"  bad input  {stats.bad_input_bytes / 1e3:.1f} KB kept of its {stats.bad_input_max_bytes / 1e3:.0f} KB "
+                     "share (journal.bad_input_max_bytes; oldest deleted beyond it)")
             who = " ".join(str(v) for v in ident.values()) or "-"
             lines.append(f"  {name:<16} {'online' if src.get('online') else 'offline':<8} {src.get('port', '')}  {who}")
     if stats.counters:

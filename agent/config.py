@@ -149,6 +149,9 @@ class JournalSection(_Section):
     sync: Literal["full", "normal"] = "full"
     #: Event types the journal may evict (oldest first, counted) when full; everything else is refused instead.
     evictable_types: list[str] = msgspec.field(default_factory=lambda: ["asset.telemetry"])
+    #: The share of max_bytes bad input (a source's raw bytes kept as dead letters) may take; oldest deleted beyond
+    #: it, so one device's junk cannot fill the journal for everyone. Default: a twentieth of max_bytes.
+    bad_input_max_bytes: int | str | None = None
 
     def __post_init__(self) -> None:
         raw = self.max_bytes
@@ -156,6 +159,12 @@ class JournalSection(_Section):
         _parse_fields(self, parse_duration, "max_age")
         if self.max_bytes < 64 * 1024:
             raise FieldError("max_bytes", raw, "must be at least 64KB (65536 bytes)")
+        if self.bad_input_max_bytes is None:
+            self.bad_input_max_bytes = max(4096, self.max_bytes // 20)
+        else:
+            self.bad_input_max_bytes = parse_size(self.bad_input_max_bytes)
+            if not 4096 <= self.bad_input_max_bytes <= self.max_bytes // 2:
+                raise ValueError("bad_input_max_bytes must be at least 4KB and at most half of max_bytes")
 
 
 class MetricsSection(_Section):

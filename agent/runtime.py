@@ -148,6 +148,7 @@ class Agent:
             return Journal(
                 cfg.journal_path, max_bytes=cfg.journal.max_bytes, max_age=cfg.journal.max_age,
                 sync=cfg.journal.sync, evictable_types=cfg.journal.evictable_types,
+            bad_input_max_bytes=cfg.journal.bad_input_max_bytes,
                 # a corrupt journal is salvaged before READY: keep systemd's start timeout from killing that
                 progress=lambda what: notify.send(f"EXTEND_TIMEOUT_USEC=60000000\nSTATUS={what}"),
             )
@@ -222,8 +223,9 @@ class Agent:
             warnings.append(f"journal was corrupt and moved aside: {', '.join(stats.corrupt_files)}{salvage}")
         if stats.used_bytes > 0.9 * stats.max_bytes:
             warnings.append(f"journal {stats.used_bytes / stats.max_bytes:.0%} full")
-        if sum(self.metrics.publish_refused.values()):
-            problems.append("journal refused events (full)")
+        refusing = journal_refusal(stats)
+        if refusing:
+            (problems if refusing[0] else warnings).append(refusing[1])
         if stats.stale_results:
             warnings.append(f"{stats.stale_results} undelivered results older than journal.max_age")
         for s in self.bus.subscriptions():
@@ -364,6 +366,25 @@ class SystemdNotifier:
         return int(usec) / 2e6  # ping at half the watchdog period
 
 
+#: a refusal this recent makes the journal "refusing" (a health problem); older ones are a warning
+REFUSING_WINDOW = 300.0
+
+
+def journal_refusal(stats: Any, now: float | None = None) -> tuple[bool, str] | None:
+    """(is it a problem now, what to say) when the journal has refused events (any process; kept in the journal),
+    else None. A journal that refuses a source's results is the agent failing at its one job, whatever else looks
+    fine: it is a problem while refusals are recent, a warning afterwards."""
+    if not stats.refused:
+        return None
+    n = sum(stats.refused.values())
+    age = (now or time.time()) - stats.refused_last_at if stats.refused_last_at else None
+    if age is not None and age < REFUSING_WINDOW:
+        return True, (f"journal is full and refusing events: {n} refused, the last {age:.0f} s ago; restore the "
+                      "uplinks or raise journal.max_bytes")
+    when = f", the last {age / 60:.0f} min ago" if age is not None else ""
+    return False, f"journal refused {n} events when full{when}"
+
+
 def journal_stats_readonly(config: Config):
     """Stats for ``status`` without starting a writer (works while the agent runs: WAL allows readers)."""
     import sqlite3
@@ -373,6 +394,7 @@ def journal_stats_readonly(config: Config):
         return None
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
-        return read_stats(conn, Path(path), config.journal.max_bytes, config.journal.max_age)
+        return read_stats(conn, Path(path), config.journal.max_bytes, config.journal.max_age,
+                          config.journal.bad_input_max_bytes)
     finally:
         conn.close()

@@ -22,6 +22,12 @@ the ``meta`` table inside the same transactions, so several processes writing th
 ``JournalFull``: results are never dropped silently. Telemetry older than ``max_age`` is evicted too; result-class
 events past ``max_age`` are kept and reported as stale, because deleting a test result is never our call.
 
+Bad input (a source's raw bytes that never became an event: dead letters without a subscriber) has its own share
+of ``max_bytes``, ``bad_input_max_bytes`` (a twentieth by default): past it the oldest bad input is deleted and
+counted (``evicted:bad_input:<origin>``), and it gives way to events too when they need the room. One device
+sending junk once filled the whole journal with dead letters, which were never evicted, and the journal then
+refused every other source's results. Dead letters of a subscriber hold whole events and are never evicted.
+
 The hot path uses the standard library's ``sqlite3`` directly; see the README for why sqlite-utils stays out of it.
 """
 
@@ -82,6 +88,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     body            BLOB
 );
 CREATE INDEX IF NOT EXISTS dead_letters_retry ON dead_letters(subscriber) WHERE retry_requested = 1;
+CREATE INDEX IF NOT EXISTS dead_letters_bad_input ON dead_letters(id) WHERE subscriber IS NULL;
 CREATE TABLE IF NOT EXISTS state (
     key        TEXT PRIMARY KEY,
     value      TEXT NOT NULL,
@@ -187,6 +194,9 @@ class JournalStats:
     file_bytes: int
     dead_letters: int
     subscribers: list[dict[str, Any]] = field(default_factory=list)
+    bad_input_bytes: int = 0  # what bad input (dead letters without a subscriber) takes of used_bytes
+    bad_input_max_bytes: int = 0  # its share (0: not known to the reader)
+    refused_last_at: float | None = None  # when an append was last refused (journal full), any process
     evicted: dict[str, int] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
     corrupt_files: list[str] = field(default_factory=list)
@@ -207,6 +217,7 @@ class Journal:
         max_age: float = 30 * 86400.0,
         sync: str = "full",
         evictable_types: Sequence[str] = ("asset.telemetry",),
+        bad_input_max_bytes: int | None = None,
         cursor_flush_interval: float = 0.2,
         maintenance_interval: float = 2.0,
         idle_interval: float = 30.0,
@@ -219,6 +230,9 @@ class Journal:
             raise ValueError(f"journal sync must be 'full' or 'normal', got {sync!r}")
         self.path = Path(path)
         self.max_bytes = int(max_bytes)
+        self._bad_input_max = int(bad_input_max_bytes if bad_input_max_bytes is not None else self.max_bytes // 20)
+        if not 0 < self._bad_input_max <= self.max_bytes:
+            raise ValueError(f"bad_input_max_bytes must be between 1 and max_bytes, got {self._bad_input_max}")
         self.max_age = float(max_age)
         self.sync = sync
         self._is_evictable = type_matcher(evictable_types)
@@ -239,8 +253,10 @@ class Journal:
         self._appended = threading.Condition()
         self._last_seq = 0
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._readers_lock = threading.Lock()
+        self._stats_conn: sqlite3.Connection | None = None  # one for stats(), from any thread, under the lock
+        self._stats_lock = threading.Lock()
         self._closed = False
         self.commits = 0  # transactions committed by this process; benchmarks and tests read it
         self.corrupt_file: Path | None = None
@@ -365,6 +381,8 @@ class Journal:
             now = time.time()
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("UPDATE meta SET value = ? WHERE key = 'used_bytes'", (int(used),))
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('bad_input_bytes', (" + _BAD_INPUT_SIZE
+                         + "))", (ROW_OVERHEAD,))
             conn.execute("INSERT OR REPLACE INTO state(key, value, updated_at) VALUES (?, ?, ?)",
                          ("journal.corrupt_file", _json(str(aside)), now))
             conn.execute("INSERT OR REPLACE INTO state(key, value, updated_at) VALUES (?, ?, ?)",
@@ -446,17 +464,37 @@ class Journal:
         conn.executescript(SCHEMA)
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('used_bytes', 0)")
+        # a journal from before the bad-input share: its figure from the table, once
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('bad_input_bytes', (" + _BAD_INPUT_SIZE + "))",
+                     (ROW_OVERHEAD,))
 
     # ------------------------------------------------------------------------------------------------ readers
     def reader(self) -> sqlite3.Connection:
-        """This thread's read connection (WAL: readers never block the writer or each other)."""
+        """This thread's read connection (WAL: readers never block the writer or each other).
+
+        A connection costs two descriptors and a page cache; one kept for every thread that ever read leaked them
+        for short-lived threads (the old HTTP listener made one per request: a Prometheus scrape every 15 s ran a
+        Pi out of descriptors in about two hours). So the connections of threads that have ended are closed
+        whenever a new one is made: at most one per live reading thread."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._connect()
             self._local.conn = conn
             with self._readers_lock:
-                self._readers.append(conn)
+                alive = []
+                for thread, c in self._readers:
+                    if thread.is_alive():
+                        alive.append((thread, c))
+                    else:
+                        _close_quietly(c)
+                alive.append((threading.current_thread(), conn))
+                self._readers = alive
         return conn
+
+    def reader_count(self) -> int:
+        """Read connections open now (tests hold it to one per live reading thread)."""
+        with self._readers_lock:
+            return len(self._readers) + (self._stats_conn is not None)
 
     def read_after(self, seq: int, limit: int = 200) -> list[StoredEvent]:
         """Up to ``limit`` events after offset ``seq``, in order. Streams: never the whole backlog."""
@@ -671,13 +709,19 @@ class Journal:
             if r.rows is not None:
                 if r.expect and not self._state_matches(conn, r):
                     continue
+                if r.bad:
+                    r.bad = [self._fit_bad_input(b) for b in r.bad]
                 need = sum(len(row[4]) + ROW_OVERHEAD for row in r.rows) + sum(len(b[3]) + ROW_OVERHEAD
                                                                               for b in r.bad)
                 if used + need > self.max_bytes:
                     freed = self._evict(conn, used + need - self.max_bytes, "max_bytes")
+                    if used - freed + need > self.max_bytes:  # bad input gives way to events
+                        freed += self._evict_bad_input(conn, used - freed + need - self.max_bytes, "max_bytes")
                     used -= freed
                     evicted_bytes += freed
                     if used + need > self.max_bytes:
+                        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('refused_last_at', ?)",
+                                     (int(now),))
                         types = sorted({row[1] for row in r.rows})
                         r.error = JournalFull(
                             f"journal {self.path} is full ({used / 1e6:.1f} MB of {self.max_bytes / 1e6:.1f} MB used "
@@ -712,11 +756,7 @@ class Journal:
                 (sum(len(row[4]) + ROW_OVERHEAD for row in rows),),
             )
         if bad:
-            conn.executemany(
-                "INSERT INTO dead_letters(origin, reason, attempts, created_at, body) VALUES (?, ?, 0, ?, ?)", bad
-            )
-            conn.execute("UPDATE meta SET value = value + ? WHERE key = 'used_bytes'",
-                         (sum(len(b[3]) + ROW_OVERHEAD for b in bad),))
+            self._insert_bad_input(conn, bad)
         if states:
             conn.executemany(
                 "INSERT INTO state(key, value, updated_at) VALUES (?, ?, ?) "
@@ -772,6 +812,58 @@ class Journal:
                 _bump(conn, f"evicted:{reason}:{t}", n)
         if freed:
             conn.execute("UPDATE meta SET value = MAX(0, value - ?) WHERE key = 'used_bytes'", (freed,))
+        return freed
+
+    def _fit_bad_input(self, bad: tuple) -> tuple:
+        """A single piece of bad input larger than the whole share is kept cut to it (the reason says so), so the
+        share holds and the operator still sees how it began."""
+        origin, reason, created, raw = bad
+        room = self._bad_input_max - ROW_OVERHEAD - 200
+        if len(raw) + ROW_OVERHEAD <= self._bad_input_max:
+            return bad
+        room = max(0, room)
+        note = f" [kept the first {room} of {len(raw)} bytes: journal.bad_input_max_bytes]"
+        return origin, (reason[:4000 - len(note)] + note), created, raw[:room]
+
+    def _insert_bad_input(self, conn: sqlite3.Connection, bad: list[tuple]) -> int:
+        """Insert (origin, reason, created_at, raw) rows, then hold bad input to its share. Returns the last id."""
+        cur = None
+        for b in bad:
+            cur = conn.execute(
+                "INSERT INTO dead_letters(origin, reason, attempts, created_at, body) VALUES (?, ?, 0, ?, ?)", b)
+        size = sum(len(b[3]) + ROW_OVERHEAD for b in bad)
+        conn.execute("UPDATE meta SET value = value + ? WHERE key = 'used_bytes'", (size,))
+        conn.execute("UPDATE meta SET value = value + ? WHERE key = 'bad_input_bytes'", (size,))
+        held = conn.execute("SELECT value FROM meta WHERE key = 'bad_input_bytes'").fetchone()[0]
+        if held > self._bad_input_max:
+            self._evict_bad_input(conn, held - self._bad_input_max, "bad_input_max_bytes")
+        return cur.lastrowid if cur is not None else 0
+
+    def _evict_bad_input(self, conn: sqlite3.Connection, need: int, reason: str) -> int:
+        """Delete the oldest bad input until ``need`` bytes are freed; count it per origin as
+        ``evicted:bad_input:<origin>`` (the reason is in the log line, the count is what ``status`` shows)."""
+        freed, counts = 0, {}
+        while freed < need:
+            victims = conn.execute(
+                "SELECT id, origin, COALESCE(length(body), 0) FROM dead_letters WHERE subscriber IS NULL "
+                "ORDER BY id LIMIT 500").fetchall()
+            if not victims:
+                break
+            take = []
+            for i, origin, n in victims:
+                take.append((i,))
+                counts[origin or "?"] = counts.get(origin or "?", 0) + 1
+                freed += n + ROW_OVERHEAD
+                if freed >= need:
+                    break
+            conn.executemany("DELETE FROM dead_letters WHERE id = ?", take)
+        for origin, n in counts.items():
+            _bump(conn, f"evicted:bad_input:{origin}", n)
+        if freed:
+            conn.execute("UPDATE meta SET value = MAX(0, value - ?) WHERE key = 'used_bytes'", (freed,))
+            conn.execute("UPDATE meta SET value = MAX(0, value - ?) WHERE key = 'bad_input_bytes'", (freed,))
+            log.warning("journal: %d bad input dead letter(s) deleted, oldest first, to make room (%s): %s",
+                        sum(counts.values()), reason, ", ".join(f"{o}={n}" for o, n in sorted(counts.items())))
         return freed
 
     def _maintain(self, conn: sqlite3.Connection) -> None:
@@ -856,6 +948,10 @@ class Journal:
             body,
         )
 
+        if subscriber is None and event is None:  # bad input: its own bounded share
+            origin_, reason_, created, raw_ = self._fit_bad_input((row[3], row[4], row[6], body or b""))
+            return self.call(lambda conn: self._insert_bad_input(conn, [(origin_, reason_, created, raw_)]))
+
         def fn(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "INSERT INTO dead_letters(event_id, event_type, subscriber, origin, reason, attempts, created_at, body) "
@@ -927,10 +1023,15 @@ class Journal:
             size = conn.execute(
                 f"SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM dead_letters{where}", ids or ()
             ).fetchone()
+            bad = conn.execute(
+                f"SELECT COALESCE(SUM(COALESCE(length(body), 0)), 0) + COUNT(*) * ? FROM dead_letters{where}"
+                + (" AND" if where else " WHERE") + " subscriber IS NULL", (ROW_OVERHEAD, *(ids or ()))
+            ).fetchone()[0]
             conn.execute(f"DELETE FROM dead_letters{where}", ids or ())
             conn.execute(
                 "UPDATE meta SET value = MAX(0, value - ?) WHERE key = 'used_bytes'", (size[1] + size[0] * ROW_OVERHEAD,)
             )
+            conn.execute("UPDATE meta SET value = MAX(0, value - ?) WHERE key = 'bad_input_bytes'", (bad,))
             return size[0]
 
         return self.call(fn)
@@ -964,7 +1065,14 @@ class Journal:
 
     # ------------------------------------------------------------------------------------------------ stats
     def stats(self) -> JournalStats:
-        return read_stats(self.reader(), self.path, self.max_bytes, self.max_age)
+        """What ``/metrics``, ``/healthz`` and ``status`` report. One shared connection whatever thread asks: the
+        health listener's answers, the sinks' health messages and the CLI all come through here."""
+        with self._stats_lock:
+            if self._closed:
+                raise JournalClosed(f"journal {self.path} is closed")
+            if self._stats_conn is None:
+                self._stats_conn = self._connect()
+            return read_stats(self._stats_conn, self.path, self.max_bytes, self.max_age, self._bad_input_max)
 
     # ------------------------------------------------------------------------------------------------ closing
     def close(self) -> None:
@@ -981,18 +1089,26 @@ class Journal:
         self._wconn.close()
         os.close(self._lock_fd)
         with self._readers_lock:
-            for c in self._readers:
-                try:
-                    c.close()
-                except sqlite3.Error:
-                    pass
+            for _thread, c in self._readers:
+                _close_quietly(c)
             self._readers.clear()
+        with self._stats_lock:
+            if self._stats_conn is not None:
+                _close_quietly(self._stats_conn)
+                self._stats_conn = None
 
     def __enter__(self) -> "Journal":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        conn.close()
+    except sqlite3.Error:
+        pass
 
 
 def _json(value: Any) -> str:
@@ -1023,7 +1139,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def read_stats(conn: sqlite3.Connection, path: Path, max_bytes: int, max_age: float = 0.0) -> JournalStats:
+#: what the bad input in ``dead_letters`` takes, as ``meta.bad_input_bytes`` counts it (one parameter: ROW_OVERHEAD)
+_BAD_INPUT_SIZE = ("SELECT COALESCE(SUM(COALESCE(length(body), 0)), 0) + COUNT(*) * ? FROM dead_letters "
+                   "WHERE subscriber IS NULL")
+
+
+def read_stats(conn: sqlite3.Connection, path: Path, max_bytes: int, max_age: float = 0.0,
+               bad_input_max_bytes: int = 0) -> JournalStats:
     """Everything ``status`` and ``/metrics`` report, from one read connection (works while the agent runs)."""
     now = time.time()
     n, first, last = conn.execute("SELECT COUNT(*), MIN(seq), MAX(seq) FROM events").fetchone()
@@ -1074,6 +1196,9 @@ def read_stats(conn: sqlite3.Connection, path: Path, max_bytes: int, max_age: fl
         file_bytes=file_bytes,
         dead_letters=dead,
         subscribers=subs,
+        bad_input_bytes=int(meta.get("bad_input_bytes", 0)),
+        bad_input_max_bytes=bad_input_max_bytes,
+        refused_last_at=float(meta["refused_last_at"]) if "refused_last_at" in meta else None,
         evicted={k.split(":", 1)[1]: v for k, v in meta.items() if k.startswith("evicted:")},
         refused={k.split(":", 1)[1]: v for k, v in meta.items() if k.startswith("refused:")},
         corrupt_files=[msgspec.json.decode(c) for c in corrupt],

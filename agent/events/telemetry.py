@@ -205,7 +205,17 @@ def render_prometheus(metrics: EventMetrics, stats: "JournalStats | None", extra
         family("journal_file_bytes", "gauge", "Size of the journal file and its WAL on disk.", [("", stats.file_bytes)])
         family("dead_letters", "gauge", "Rows in the dead-letter table.", [("", stats.dead_letters)])
         family("journal_evicted_total", "counter", "Evictable events dropped, by reason and type (persistent).",
-               [(_labels(reason=k.split(":", 1)[0], type=k.split(":", 1)[1]), v) for k, v in sorted(stats.evicted.items())])
+               [(_labels(reason=k.split(":", 1)[0], type=k.split(":", 1)[1]), v) for k, v in sorted(stats.evicted.items())
+                if not k.startswith("bad_input:")])
+        family("bad_input_evicted_total", "counter",
+               "Bad-input dead letters deleted, oldest first, to hold their share of the journal (persistent), by origin.",
+               [(_labels(origin=k.split(":", 1)[1]), v) for k, v in sorted(stats.evicted.items())
+                if k.startswith("bad_input:")])
+        family("journal_bad_input_bytes", "gauge", "Bytes of bad input kept as dead letters (part of journal_bytes).",
+               [("", stats.bad_input_bytes)])
+        if stats.bad_input_max_bytes:
+            family("journal_bad_input_max_bytes", "gauge", "The share of max_bytes bad input may take.",
+                   [("", stats.bad_input_max_bytes)])
         family("journal_refused_total", "counter", "Events refused because the journal was full, by type (persistent).",
                [(_labels(type=k), v) for k, v in sorted(stats.refused.items())])
         family("journal_stale_results", "gauge", "Undelivered result-class events older than max_age.",

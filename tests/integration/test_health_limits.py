@@ -130,3 +130,31 @@ def test_a_thousand_half_sent_requests_leave_healthz_answering(write_config, mor
         for s in slow:
             s.close()
         stop_agent(agent)
+
+
+def test_a_journal_refusing_events_is_a_health_problem(write_config):
+    """Issue 23 item 6: a refusal was a problem only when this process's bus counted it, so a source journaling on
+    its own (MQTT, CFX) or a script beside the agent could be refused while /healthz said 200. The journal keeps
+    when it last refused; that is what health and ``status`` read."""
+    from tests.conftest import run_cli
+
+    port = free_port()
+    cfg = write_config(metrics_port=port, max_bytes="64KiB")
+    agent = start_agent(cfg)
+    try:
+        _wait_up(port)
+        assert json.loads(_get(port, "/healthz")[1])["problems"] == []
+        line = json.dumps({"type": "test.result", "payload": {"unit_id": "SN", "result": "pass",
+                                                              "start_time": "2026-01-01T00:00:00Z",
+                                                              "custom_data": {"pad": "x" * 2000}}})
+        proc = run_cli("publish", "-c", str(cfg), "--stdin", input=(line + "\n") * 60)
+        assert proc.returncode != 0 and "full" in proc.stderr
+        code, body = _get(port, "/healthz")
+        health = json.loads(body)
+        assert code == 503 and health["status"] == "failing", health
+        assert any("refusing events" in p for p in health["problems"]), health
+        status = run_cli("status", "-c", str(cfg), check=True).stdout
+        assert "JOURNAL REFUSING EVENTS" in status, status
+        assert json.loads(run_cli("status", "-c", str(cfg), "--json", check=True).stdout)["journal"]["refusing"]
+    finally:
+        stop_agent(agent)
