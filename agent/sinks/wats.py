@@ -71,6 +71,9 @@ JSON = {"Content-Type": "application/json"}
 #: how a dead letter for a result without a part number begins: ``status`` groups them by recipe, and the uplink
 #: hands them back once a new ``[[sinks.wats.products]]`` rule (or a default) gives them one
 NO_PART_NUMBER = "waiting for a part-number rule: "
+#: serialized components per unit from material.installed, for the unit's next report's subUnits
+COMPONENTS_KEY = "wats:components"
+COMPONENTS_KEPT = 200
 #: WATS asset states (§4.1) for our AssetState values.
 ASSET_STATE = {"online": 1, "idle": 1, "busy": 1, "offline": 5, "error": 3, "maintenance": 3}
 
@@ -552,6 +555,7 @@ class WatsSink(BaseHandler):
         children = [c for c in p.get("components", []) if c.get("serial_number")]
         if not children:
             return
+        self._remember_components(p["unit_id"], children)
         parent_pn = (p.get("custom_data") or {}).get("part_number")
         if not parent_pn:
             raise PermanentError(f"material.installed for unit {p['unit_id']!r} has no custom_data.part_number; "
@@ -565,12 +569,38 @@ class WatsSink(BaseHandler):
                 "parentSerialNumber": p["unit_id"], "parentPartNumber": parent_pn,
                 "childSerialNumber": c["serial_number"], "childPartNumber": c["part_number"]})
 
+    def _remember_components(self, unit: str, components: list[dict[str, Any]]) -> None:
+        """Keep a unit's serialized components so its next report lists them as ``subUnits`` (WATS shows what was
+        built into the unit beside its test). Bounded: the last ``COMPONENTS_KEPT`` units."""
+        known = self.state_get(COMPONENTS_KEY) or {}
+        known.pop(unit, None)
+        known[unit] = [{"part_number": c.get("part_number"), "serial_number": c["serial_number"],
+                        "part_type": c.get("reference_designator")} for c in components if c.get("part_number")]
+        while len(known) > COMPONENTS_KEPT:
+            known.pop(next(iter(known)))
+        self.state_put(COMPONENTS_KEY, known)
+
+    def _with_components(self, event: Event) -> Event:
+        """The result with the components a ``material.installed`` recorded for its unit among its sub units."""
+        if event.event_type != EventType.TEST_RESULT.value:
+            return event
+        known = (self.state_get(COMPONENTS_KEY) or {}).get(event.payload.get("unit_id"))
+        if not known:
+            return event
+        have = {(u.get("part_number"), u.get("serial_number")) for u in event.payload.get("sub_units", [])}
+        extra = [{k: v for k, v in c.items() if v is not None} for c in known
+                 if (c["part_number"], c["serial_number"]) not in have]
+        if not extra:
+            return event
+        payload = {**event.payload, "sub_units": [*event.payload.get("sub_units", []), *extra]}
+        return msgspec.structs.replace(event, payload=payload)
+
     # reports ------------------------------------------------------------------------------------------------------
     def _send_report(self, event: Event) -> None:
         if self.cfg.require_clock_sync and not self.clock_check():
             raise ClockNotSynchronized("the clock is not synchronized (no NTP yet); holding reports so WATS does "
                                        "not quarantine them as future-dated")
-        event, note = correct_timestamps(event)
+        event, note = correct_timestamps(self._with_components(event))
         try:
             report = to_wsjf(event, self.station)
         except NoPartNumber as e:
