@@ -144,6 +144,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines.append("  evicted    " + ", ".join(f"{k}={v}" for k, v in sorted(stats.evicted.items())))
     if stats.refused:
         lines.append("  !! refused " + ", ".join(f"{k}={v}" for k, v in sorted(stats.refused.items())))
+        if refusal:
+            lines.append(f"  !! {'JOURNAL REFUSING EVENTS: ' if refusal[0] else ''}{refusal[1]}")
+    if stats.bad_input_bytes:
+        lines.append(f"  bad input  {stats.bad_input_bytes / 1e3:.1f} KB kept of its {stats.bad_input_max_bytes / 1e3:.0f} KB "
+                     "share (journal.bad_input_max_bytes; oldest deleted beyond it)")
     if stats.stale_results:
         lines.append(f"  !! {stats.stale_results} undelivered results are older than journal.max_age")
     lines.append(f"dead letters {stats.dead_letters}" + ("  (fixture-agent dlq list)" if stats.dead_letters else ""))
@@ -151,11 +156,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines.append("sources")
         for name, src in sorted(stats.sources.items()):
             ident = src.get("identity") or {}
-        if refusal:
-            lines.append(f"  !! {'JOURNAL REFUSING EVENTS: ' if refusal[0] else ''}{refusal[1]}")
-    if stats.bad_input_bytes:
-        lines.append(f"  bad input  {stats.bad_input_bytes / 1e3:.1f} KB kept of its {stats.bad_input_max_bytes / 1e3:.0f} KB "
-                     "share (journal.bad_input_max_bytes; oldest deleted beyond it)")
             who = " ".join(str(v) for v in ident.values()) or "-"
             lines.append(f"  {name:<16} {'online' if src.get('online') else 'offline':<8} {src.get('port', '')}  {who}")
     if stats.counters:
