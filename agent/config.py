@@ -202,7 +202,8 @@ class SimulatedSourceSection(_Section):
 
 
 class ScpiQuery(_Section):
-    """One polled SCPI query: the agent judges the value against the limits."""
+    """One polled SCPI query: the agent judges the value against the limits under ``comp_op`` (WATS' operators;
+    left out, it follows from the limits given: ``GELE``, ``GE``, ``LE`` or ``LOG``)."""
 
     name: str
     command: str
@@ -210,6 +211,17 @@ class ScpiQuery(_Section):
     low: float | None = None
     high: float | None = None
     nominal: float | None = None
+    comp_op: str | None = None
+
+    def __post_init__(self) -> None:
+        from .events import limits
+
+        if self.comp_op is not None:
+            self.comp_op = self.comp_op.strip().upper()
+            try:
+                limits.limits_of(self.comp_op, self.low, self.high)
+            except limits.LimitError as e:
+                raise FieldError("comp_op", self.comp_op, str(e)) from None
 
 
 class SerialSourceSection(_Section, kw_only=True):

@@ -61,9 +61,12 @@ class NoPartNumber(MappingError):
 
     def __init__(self, recipe: str | None, test_type: str) -> None:
         self.recipe = recipe
-        what = f"recipe {recipe!r} matches no [[sinks.wats.products]] rule" if recipe else \
-            "the result names no part number and no recipe"
-        super().__init__(f"no part number: {what}, and sinks.wats.default_part_number is not set")
+        if recipe:
+            text = (f"no part number: recipe {recipe!r} matches no [[sinks.wats.products]] rule (and "
+                    "recipe_as_part_number is off; default_part_number is only for results that name no recipe)")
+        else:
+            text = "no part number: the result names none, and sinks.wats.default_part_number is not set"
+        super().__init__(text)
 
 
 @dataclass(frozen=True)
@@ -134,8 +137,11 @@ def product_of(payload: dict[str, Any], test_type: str, station: Station) -> Pro
     recipe, recipe_rev = recipe_of(payload)
     own_pn = payload.get("part_number") or None
     rule = next((r for key in (recipe, own_pn) if key for r in station.products if fnmatchcase(key, r.match)), None)
+    # the default is for results that name no product (the fixture's own self-tests): a result that names a
+    # recipe no rule knows waits for one, rather than every product being filed under one part number
     pn = ((rule.part_number if rule else None) or own_pn
-          or (recipe if station.recipe_as_part_number else None) or station.default_part_number)
+          or (recipe if station.recipe_as_part_number else None)
+          or (station.default_part_number if not recipe else None))
     if not pn:
         raise NoPartNumber(recipe, test_type)
     rev = (payload.get("revision") or (rule.revision if rule else None)

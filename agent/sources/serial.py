@@ -283,7 +283,7 @@ class ScpiSource(SerialSource):
         steps = []
         for q in self.cfg.queries:
             value = self._answer(port, framer, q.command, scpi.parse_number)
-            m = judged(q.name, value, q.unit, q.low, q.high, q.nominal)
+            m = judged(q.name, value, q.unit, q.low, q.high, q.nominal, comp_op=q.comp_op)
             steps.append(TestStep(name=q.name, status=m.status, measurements=[m], step_type="numeric_limit",
                                   message=q.command))
         return self._result(steps, started, "poll")

@@ -111,7 +111,13 @@ def test_cfx_samples_list_show_and_convert(write_config):
     shown = json.loads(run_cli("cfx", "samples", "--show", "ict-units-tested", check=True).stdout)
     assert shown["MessageBody"]["$type"] == "CFX.Production.TestAndInspection.UnitsTested, CFX"
     cfg = write_config('[sinks.wats]\nurl = "https://wats.invalid"\nprocess_codes = { ict = 30 }\n'
-                       'default_part_number = "PCB4711"\n')
+                       'default_part_number = "FIXTURE-1"\n')
+    conv = json.loads(run_cli("cfx", "samples", "--convert", "ict-units-tested", "-c", str(cfg), "--json",
+                              check=True).stdout)
+    # a product's result is not filed under the fixture's default part number: it waits for a rule
+    assert "recipe 'PCB4711_ICT' matches no [[sinks.wats.products]] rule" in conv[0]["wsjf_error"]
+    cfg = write_config('[sinks.wats]\nurl = "https://wats.invalid"\nprocess_codes = { ict = 30 }\n'
+                       '[[sinks.wats.products]]\nmatch = "PCB4711_*"\npart_number = "PCB4711"\n')
     conv = json.loads(run_cli("cfx", "samples", "--convert", "ict-units-tested", "-c", str(cfg), "--json",
                               check=True).stdout)
     assert conv[0]["event"]["event_type"] == "test.result" and conv[0]["wats"] == "POST /api/Report/WSJF"

@@ -105,6 +105,19 @@ process_codes = {{ test = 50 }}
     assert misc["Recipe"] in ("PCB4711_ICT", "PCB4711_FCT")
 
 
+def test_the_fixtures_default_part_number_is_not_a_products(wats, tmp_path):
+    """default_part_number is for the fixture's own self-tests: CFX results were all filed under it."""
+    up = Uplink(tmp_path, cfg_for(wats, tmp_path, default_part_number="FIXTURE-ICT-3"))
+    own = Event.create("test.result", {"unit_id": "FX-1", "result": "pass", "custom_data": {"test_type": "test"},
+                                       "start_time": datetime.now(timezone.utc) - timedelta(seconds=1)})
+    up.bus.publish_many([*cfx_results("ict-units-tested"), own])
+    assert wait_for(lambda: wats.unique_reports == 1 and len(up.journal.dead_letters()) == 1, 10), wats.rejected
+    reason = up.journal.dead_letters()[0].reason
+    up.close()
+    assert wats.reports[own.id]["pn"] == "FIXTURE-ICT-3"
+    assert "recipe 'PCB4711_ICT' matches no [[sinks.wats.products]] rule" in reason
+
+
 def test_recipe_as_part_number(wats, tmp_path):
     up = Uplink(tmp_path, cfg_for(wats, tmp_path, recipe_as_part_number=True))
     up.bus.publish_many(cfx_results("aoi-units-inspected"))

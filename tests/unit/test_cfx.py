@@ -128,8 +128,9 @@ def test_ict_units_tested_is_judged_by_the_agent_and_becomes_a_valid_wsjf_report
     assert p["custom_data"]["test_type"] == "ict" and p["custom_data"]["cfx"]["recipe"] == "PCB4711_ICT"
     report = to_wsjf(Event.create("test.result", p, source="x"),
                      Station(machine_name="m", location="l", purpose="p", process_codes={"ict": 30},
-                             default_part_number="PCB4711"))
+                             recipe_as_part_number=True))
     assert report["processCode"] == 30 and report["result"] == "F" and report["sn"] == "PNL000123"
+    assert (report["pn"], report["rev"]) == ("PCB4711_ICT", "C")
 
 
 def test_a_tester_saying_passed_over_a_value_out_of_limits_is_overruled():
