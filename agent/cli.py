@@ -207,12 +207,14 @@ def cmd_events(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"seq": r["seq"], **json.loads(r["body"])} for r in rows], indent=2))
         return EXIT_OK
-    for r in rows:
+    from .terminal import printable
+
+    for r in rows:  # device bytes: control sequences escaped, never sent to the terminal
         ev = json.loads(r["body"])
-        when = ev["metadata"].get("timestamp", "")
-        summary = _summary(ev["payload"])
-        print(f"{r['seq']:>8}  {when[:23]:<23}  {r['type']:<22} {ev['metadata'].get('source', ''):<10} "
-              f"{r['id']}  {summary}")
+        when = printable(ev["metadata"].get("timestamp", ""))
+        summary = printable(_summary(ev["payload"]))
+        print(f"{r['seq']:>8}  {when[:23]:<23}  {printable(r['type']):<22} "
+              f"{printable(ev['metadata'].get('source', '')):<10} {printable(r['id'])}  {summary}")
     if not rows:
         print("(no events)")
     return EXIT_OK
@@ -368,13 +370,16 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps([r.to_dict(with_body=args.body) for r in rows], indent=2))
                 return EXIT_OK
-            for r in rows:
+            from .terminal import printable, printable_bytes
+
+            for r in rows:  # device bytes: control sequences escaped, never sent to the terminal
                 when = datetime.fromtimestamp(r.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-                who = f"for {r.subscriber}" if r.subscriber else f"bad input from {r.origin}"
+                who = f"for {printable(r.subscriber)}" if r.subscriber else f"bad input from {printable(r.origin)}"
                 mark = " [retry requested]" if r.retry_requested else ""
-                print(f"#{r.id:<6} {when}  {r.event_type or '-':<20} {who}{mark}\n        {r.reason}")
+                print(f"#{r.id:<6} {when}  {printable(r.event_type or '-'):<20} {who}{mark}\n"
+                      f"        {printable(r.reason)}")
                 if args.body and r.body is not None:
-                    print("        " + r.body.decode("utf-8", "backslashreplace")[:2000])
+                    print("        " + printable_bytes(r.body, limit=2000))
             if not rows:
                 print("(no dead letters)")
             return EXIT_OK
