@@ -187,11 +187,10 @@ _KIND_NAME = {"str": "a string", "int": "an integer", "num": "a finite number", 
 
 
 def _unknown_keys(obj: dict, allowed: frozenset[str] | set[str], where: str) -> Iterator[str]:
-    lower = {k.lower(): k for k in allowed}
-    for key in obj:
-        if key not in allowed:
-            hint = (f" (keys are case-sensitive: {lower[key.lower()]!r})" if key.lower() in lower else "")
-            yield f"{_join(where, key)}: unknown key{hint}"
+    for key in [k for k in obj if k not in allowed]:
+        lower = {k.lower(): k for k in allowed}
+        hint = (f" (keys are case-sensitive: {lower[key.lower()]!r})" if key.lower() in lower else "")
+        yield f"{_join(where, key)}: unknown key{hint}"
 
 
 def _join(where: str, key: str) -> str:
@@ -366,6 +365,10 @@ def _check_asset(a: dict, where: str) -> Iterator[str]:
     yield from _typed_fields(a, ASSET_KEYS, where)
 
 
+_STEP_KEYS = frozenset(STEP_COMMON) | PAYLOAD_KEYS  # payload keys are judged per stepType, with a clearer message
+_STEP_OPTIONAL = {k: v for k, v in STEP_COMMON.items() if k not in ("stepType", "name", "status", "group")}
+
+
 def _check_step(s: dict, where: str, depth: int, max_depth: int) -> Iterator[str]:
     if depth > max_depth:
         yield f"{where}: sequences nested deeper than {max_depth}"
@@ -376,8 +379,7 @@ def _check_step(s: dict, where: str, depth: int, max_depth: int) -> Iterator[str
         yield f"{where}.stepType: required string missing"
     elif kind is None:
         yield f"{where}.stepType: {_show(step_type)} is not a step type of §2.4"
-    allowed = set(STEP_COMMON) | PAYLOAD_KEYS  # payload keys are judged per type below, with a clearer message
-    yield from _unknown_keys(s, frozenset(allowed), where)
+    yield from _unknown_keys(s, _STEP_KEYS, where)
     yield from _text(s, "name", where, 1, 100)
     status = s.get("status")
     if status is None:
@@ -386,8 +388,7 @@ def _check_step(s: dict, where: str, depth: int, max_depth: int) -> Iterator[str
         yield f"{where}.status: {_show(status)} is not one of P, F, S, D, E, T"
     if s.get("group") is not None and s["group"] not in STEP_GROUPS:
         yield f"{where}.group: {_show(s['group'])} is not one of S, M, C"
-    yield from _typed_fields(s, {k: v for k, v in STEP_COMMON.items() if k not in ("stepType", "name", "status",
-                                                                                  "group")}, where)
+    yield from _typed_fields(s, _STEP_OPTIONAL, where)
     if isinstance(s.get("start"), str) and _iso(s["start"]) is None:
         yield f"{where}.start: {_show(s['start'])} is not an ISO-8601 time"
     if isinstance(s.get("loop"), dict):
