@@ -158,6 +158,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                      "share (journal.bad_input_max_bytes; oldest deleted beyond it)")
     if stats.stale_results:
         lines.append(f"  !! {stats.stale_results} undelivered results are older than journal.max_age")
+    from .transport_warnings import insecure_transports
+
+    doc["security"] = insecure_transports(cfg)
+    lines += [f"  !! SECURITY: {w}" for w in doc["security"]]
     lines.append(f"dead letters {stats.dead_letters}" + ("  (fixture-agent dlq list)" if stats.dead_letters else ""))
     if stats.sources:
         lines.append("sources")

@@ -95,6 +95,11 @@ class Agent:
             self.bus.register_handler(self.cfx)
             self.lifecycle.add_component(self.cfx, priority=9, name="sink:cfx")
         self._warn_unconfigured_subscribers()
+        # sent unprotected (issue 23 item 9): the WATS sink says its own when built, the brokers' are said here
+        from .transport_warnings import insecure_transports, log_warnings
+
+        self.security_warnings = insecure_transports(cfg)
+        log_warnings([w for w in self.security_warnings if not w.startswith("sinks.wats")], log)
 
         if cfg.sources.simulated and cfg.sources.simulated.enabled:
             from .sources.simulated import SimulatedFixture
@@ -238,7 +243,7 @@ class Agent:
         status = "failing" if problems else ("degraded" if warnings else "ok")
         doc = {
             "status": status, "version": __version__, "station": self.config.agent.station,
-            "problems": problems, "warnings": warnings,
+            "problems": problems, "warnings": warnings, "security": getattr(self, "security_warnings", []),
             "journal": {"events": stats.events, "used_bytes": stats.used_bytes, "max_bytes": stats.max_bytes,
                         "dead_letters": stats.dead_letters},
             "subscribers": [{k: s[k] for k in ("name", "state", "backlog", "oldest_unacked_age_s")}

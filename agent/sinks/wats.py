@@ -248,6 +248,9 @@ class WatsSink(BaseHandler):
 
         self._name = "wats"
         self.cfg = cfg
+        from ..transport_warnings import log_warnings, wats_warnings
+
+        log_warnings(wats_warnings(cfg), log)  # plain http:// or an unchecked certificate: said at start, loudly
         self.station = station_for(cfg, station=station, location=location, purpose=purpose)
         self.retry_policy = RetryPolicy(max_retries=None, initial_delay=min(1.0, cfg.retry_max),
                                         max_delay=cfg.retry_max)
