@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import select
 import sys
 from datetime import datetime, timezone

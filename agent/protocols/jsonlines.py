@@ -155,7 +155,19 @@ def sequence_verdict(seq: int | None, session: str | None, last: dict[str, Any] 
 
 
 def to_events(msg: Message, *, asset_id: str, source: str, received: datetime | None = None) -> list[Event]:
-    """The normalized events for one message (``hello`` produces a state change to ``online``)."""
+    """The normalized events for one message (``hello`` produces a state change to ``online``), or a
+    ``ProtocolError``: the serial source catches only that, so a value no event can hold (a ``duration_ms`` that
+    ends past the year 9999: OverflowError) must be one too, or the controller's resend would kill the source
+    again and again (found by tests/fuzz/test_fuzz_jsonlines.py)."""
+    try:
+        return _events(msg, asset_id=asset_id, source=source, received=received)
+    except ProtocolError:
+        raise
+    except (ValueError, OverflowError) as e:
+        raise ProtocolError(f"invalid {type(msg).__name__.lower()}: {e}", msg.seq, msg.session) from None
+
+
+def _events(msg: Message, *, asset_id: str, source: str, received: datetime | None) -> list[Event]:
     when = msg.ts or received or datetime.now(timezone.utc)
     if when.tzinfo is None:
         raise ProtocolError("ts must include a UTC offset", msg.seq, msg.session)
