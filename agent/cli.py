@@ -250,6 +250,15 @@ _line_decoder = msgspec.json.Decoder(StdinLine)
 
 
 def _parse_line(line: bytes, where: str, default_source: str):
+    """One ``publish --stdin`` line → Event, or ValueError naming the line (``_parse_line_unchecked``), its
+    control characters escaped: a key named "\\n" must not split the error across lines."""
+    try:
+        return _parse_line_unchecked(line, where, default_source)
+    except ValueError as e:  # one line on stderr and in the dead letter, whatever control bytes the input had
+        raise ValueError(re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", str(e))) from None
+
+
+def _parse_line_unchecked(line: bytes, where: str, default_source: str):
     """One ``publish --stdin`` line → Event, or raise ValueError naming the line and the field (the only two
     outcomes, whatever the bytes: ``tests/fuzz/test_fuzz_stdin.py``). A payload nested deeper than
     ``jsondepth.MAX_DEPTH`` is refused here: journaling it would recurse again when it is encoded."""
