@@ -22,30 +22,41 @@ from tests.conftest import free_port
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
+def _exchange(name: str, vhost: str = "/") -> dict:
+    return {"name": name, "vhost": vhost, "type": "topic", "durable": True, "auto_delete": False, "internal": False,
+            "arguments": {}}
+
+
+def _queue(name: str, vhost: str = "/") -> dict:
+    return {"name": name, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": {}}
+
+
+def _binding(exchange: str, queue: str, key: str = "#", vhost: str = "/") -> dict:
+    return {"source": exchange, "vhost": vhost, "destination": queue, "destination_type": "queue",
+            "routing_key": key, "arguments": {}}
+
+
+#: the usual MES binding: every test and inspection message, whoever sent it (the agent's own subject too)
+MES_BINDING = "#.CFX.Production.TestAndInspection.#"
+
 #: plant: where other equipment publishes (the agent's ingest reads "agent-in", bound to all of it);
 #: cfx: where the agent's own endpoint publishes (a consumer, "mes", gets all of it).
+#: site: the plant topology of one broker: everyone (testers, the agent's endpoint) publishes to it, the agent's
+#: ingest reads "site-agent" (a catch-all binding, so the agent's own messages arrive there too) and the MES reads
+#: "site-mes" (MES_BINDING). relay1/relay2: two sites whose agents relay to each other (q1 <- relay1, q2 <- relay2).
+#: The virtual host "cfx-site" is for the TLS-with-vhost test.
 DEFINITIONS = {
-    "exchanges": [
-        {"name": "plant", "vhost": "/", "type": "topic", "durable": True, "auto_delete": False, "internal": False,
-         "arguments": {}},
-        {"name": "cfx", "vhost": "/", "type": "topic", "durable": True, "auto_delete": False, "internal": False,
-         "arguments": {}},
-    ],
-    "queues": [
-        {"name": "agent-in", "vhost": "/", "durable": True, "auto_delete": False, "arguments": {}},
-        {"name": "mes", "vhost": "/", "durable": True, "auto_delete": False, "arguments": {}},
-    ],
-    "bindings": [
-        {"source": "plant", "vhost": "/", "destination": "agent-in", "destination_type": "queue", "routing_key": "#",
-         "arguments": {}},
-        {"source": "cfx", "vhost": "/", "destination": "mes", "destination_type": "queue", "routing_key": "#",
-         "arguments": {}},
-    ],
+    "exchanges": [_exchange("plant"), _exchange("cfx"), _exchange("site"), _exchange("relay1"), _exchange("relay2")],
+    "queues": [_queue("agent-in"), _queue("mes"), _queue("site-agent"), _queue("site-mes"), _queue("q1"),
+               _queue("q2"), _queue("mes1"), _queue("mes2")],
+    "bindings": [_binding("plant", "agent-in"), _binding("cfx", "mes"), _binding("site", "site-agent"),
+                 _binding("site", "site-mes", MES_BINDING), _binding("relay1", "q1"), _binding("relay2", "q2"),
+                 _binding("relay1", "mes1"), _binding("relay2", "mes2")],
     "users": [{"name": "guest", "password": "guest", "tags": "administrator"},
               {"name": "fixture", "password": "fx-Pa55", "tags": ""}],
-    "vhosts": [{"name": "/"}],
-    "permissions": [{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"},
-                    {"user": "fixture", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}],
+    "vhosts": [{"name": "/"}, {"name": "cfx-site"}],
+    "permissions": [{"user": u, "vhost": v, "configure": ".*", "write": ".*", "read": ".*"}
+                    for u in ("guest", "fixture") for v in ("/", "cfx-site")],
 }
 
 

@@ -229,3 +229,53 @@ def test_times_without_an_offset_are_taken_as_utc_on_the_way_out():
     doc = to_cfx(e, "H")
     start = doc["MessageBody"]["TestedUnits"][0]["Tests"][0]["TestStartTime"]
     assert datetime.fromisoformat(start) == datetime(2024, 5, 14, 9, 30, 58, tzinfo=timezone.utc)
+
+
+# ------------------------------------------------------------------------------------------------ issue 16, 23
+def test_gzip_is_inflated_only_up_to_the_bound():
+    import gzip
+
+    import pytest
+
+    from agent.protocols import cfx
+
+    bomb = gzip.compress(b"{" + b" " * 50_000_000 + b"}", 9)  # ~50 KB that would be 50 MB
+    with pytest.raises(cfx.CfxError, match="inflates to more than 1000000 bytes"):
+        cfx.unpack(bomb, "gzip", 1_000_000)
+    assert cfx.unpack(gzip.compress(b"ab") + gzip.compress(b"cd"), "gzip", 4)[0] == b"abcd"  # members, at the bound
+    with pytest.raises(cfx.CfxError, match="truncated"):
+        cfx.unpack(gzip.compress(b"abc" * 100)[:-12], "gzip")
+
+
+def test_json_nested_too_deep_is_a_cfx_error():
+    import pytest
+
+    from agent.protocols import cfx
+
+    for depth in (900, 5000, 60000):  # past canonical()'s recursion, past msgspec's
+        body = b'{"MessageName":"CFX.Heartbeat","UniqueID":"u","TimeStamp":"2024-01-01T00:00:00Z","MessageBody":{"a":' \
+            + b"[" * depth + b"]" * depth + b"}}"
+        with pytest.raises(cfx.CfxError, match="nested too deep"):
+            cfx.decode(body)
+
+
+def test_own_events_and_relays():
+    from agent.events.model import Event
+    from agent.protocols.cfx import read_envelope
+    from agent.protocols.cfx_mapping import is_own, relay_cfx
+
+    result = {"unit_id": "SN1", "result": "pass", "start_time": "2026-11-23T10:00:00Z"}
+    for source in ("serial:fixture", "gpio", "simulated", "cli", "my-script"):
+        assert is_own(Event.create("test.result", result, source=source))
+    for source in ("cfx:cfx", "mqtt:mqtt"):
+        assert not is_own(Event.create("test.result", result, source=source))
+    foreign = Event.create("test.result", {**result, "custom_data": {"cfx": {"handle": "T.1"}}}, source="cli")
+    assert not is_own(foreign) and relay_cfx(foreign) is None  # no original kept: nothing to relay
+    body = {"TransactionID": "t", "RecipeName": "R", "TestedUnits": [{"UnitIdentifier": "SN1", "Tests": [
+        {"TestName": "a", "SymptomsFound": [{"SymptomCode": "S"}], "Error": "e"}]}]}
+    relayed = Event.create("test.result", {**result, "custom_data": {"cfx": {
+        "handle": "T.1", "original": {"message": "CFX.Production.TestAndInspection.UnitsTested",
+                                      "unique_id": "0a2b", "time_stamp": "2026-11-23T10:00:00+00:00",
+                                      "body": body}}}}, source="cfx:cfx")
+    env = read_envelope(relay_cfx(relayed))
+    assert env.source == "T.1" and env.unique_id == "0a2b" and env.body == body
