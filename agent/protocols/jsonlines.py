@@ -16,6 +16,7 @@ JSON is not acknowledged (it may be a good message mangled on the wire, and the 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Union
@@ -34,7 +35,8 @@ class ProtocolError(ValueError):
     """A line that is not a valid message; ``seq`` is set when the line said which message it was."""
 
     def __init__(self, reason: str, seq: int | None = None, session: str | None = None) -> None:
-        super().__init__(reason)
+        # one line in the log and the dead letter, whatever the device put in a key (a key "\n" is quoted back)
+        super().__init__(re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", reason))
         self.seq = seq
         self.session = session
 
