@@ -38,6 +38,8 @@ class BaseHandler(ABC):
     #: be older than what came since, so a handler with latest-wins semantics may decline it. Outside a replay the
     #: journal's order is the truth, whatever the events' clocks say.
     replaying: int | None = None
+    #: The bus's counters, set by the subscription at registration, for what a handler flags (not a failure).
+    metrics: Any = None
 
     @property
     def name(self) -> str:

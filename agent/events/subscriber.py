@@ -76,6 +76,8 @@ class Subscription:
             types = event_filter.types if types is None else types & event_filter.types
         self._types = types
         self._coalesce = {getattr(t, "value", t) for t in handler.coalesce_types}
+        if getattr(handler, "metrics", None) is None:
+            handler.metrics = metrics  # what it flags (a total going down) is counted with the rest
 
     # ------------------------------------------------------------------------------------------------ control
     def start(self) -> None:

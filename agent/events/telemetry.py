@@ -76,6 +76,7 @@ class EventMetrics:
             self.bad_input: dict[str, int] = defaultdict(int)
             self.publish_refused: dict[str, int] = defaultdict(int)
             self.coalesced: dict[tuple[str, str], int] = defaultdict(int)
+            self.flagged: dict[tuple[str, str], int] = defaultdict(int)
 
     # --- what the bus records ------------------------------------------------------------------------------
     def record_published(self, event_type: str, n: int = 1) -> None:
@@ -107,6 +108,12 @@ class EventMetrics:
         """A source rejected input (garbled line, malformed JSON); ``origin`` names the source kind."""
         with self._lock:
             self.bad_input[origin] += 1
+
+    def record_flagged(self, origin: str, kind: str) -> None:
+        """Data taken but worth a look (``stale_counters``: older than what was already journaled for the asset;
+        ``total_went_down``: an absolute total lower than the one last sent)."""
+        with self._lock:
+            self.flagged[(origin, kind)] += 1
 
     # --- the seed's API ------------------------------------------------------------------------------------
     def record_start(self, event: "Event") -> float:
@@ -181,6 +188,7 @@ def render_prometheus(metrics: EventMetrics, stats: "JournalStats | None", extra
         bad = sorted(metrics.bad_input.items())
         refused = sorted(metrics.publish_refused.items())
         coalesced = sorted(metrics.coalesced.items())
+        flagged = sorted(metrics.flagged.items())
     family("events_published_total", "counter", "Events made durable in the journal, by type.",
            [(_labels(type=t), n) for t, n in published])
     family("events_delivered_total", "counter", "Events a subscriber handled, by subscriber and type.",
@@ -194,6 +202,8 @@ def render_prometheus(metrics: EventMetrics, stats: "JournalStats | None", extra
            [(_labels(subscriber=s, type=t), n) for (s, t), n in coalesced])
     family("bad_input_total", "counter", "Input a source could not turn into an event, by origin.",
            [(_labels(origin=o), n) for o, n in bad])
+    family("flagged_total", "counter", "Data taken but flagged (stale_counters, total_went_down), by origin and kind.",
+           [(_labels(origin=o, kind=k), n) for (o, k), n in flagged])
     family("publish_refused_total", "counter", "Publishes refused in this process (journal full, invalid), by type.",
            [(_labels(type=t), n) for t, n in refused])
     family("uptime_seconds", "gauge", "Seconds since the agent started.", [("", round(metrics.uptime_seconds, 3))])

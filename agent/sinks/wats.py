@@ -404,8 +404,11 @@ class WatsSink(BaseHandler):
     # --------------------------------------------------------------------------------------------- handler
     def coalesce_key(self, event: Event) -> Hashable | None:
         # Counters are absolute: while a backlog drains only the newest per asset needs sending (in increment
-        # mode too: the ledger turns the newest absolute value into the deltas WATS has not seen).
-        return event.payload.get("asset_id") if event.event_type == EventType.ASSET_COUNTERS.value else None
+        # mode too: the ledger turns the newest absolute value into the deltas WATS has not seen). A stale one
+        # (older by the device's own time than one journaled before it) supersedes nothing.
+        if event.event_type != EventType.ASSET_COUNTERS.value or _stale_counters(event):
+            return None
+        return event.payload.get("asset_id")
 
     def handle(self, event: Event) -> None:
         t = event.event_type
@@ -415,7 +418,11 @@ class WatsSink(BaseHandler):
         elif t in LATEST_WINS and self.replaying is not None and self._stale(event, self.replaying):
             return  # an older value than WATS already has (a dead letter replayed late): sending it would undo
         elif t == EventType.ASSET_COUNTERS.value:
+            stale = _stale_counters(event)
+            if stale:  # kept where it can be seen (dlq list, status), never sent over the newer values
+                raise PermanentError(f"counters for {p['asset_id']} not sent: {stale}")
             if self.cfg.counters_api == "absolute":
+                self._check_total(event)
                 self._set_counters(p["asset_id"], p["running_count"], p["total_count"])
             else:
                 self.ledger.apply(p["asset_id"], p["running_count"], p["total_count"])
@@ -439,8 +446,10 @@ class WatsSink(BaseHandler):
         else:
             return  # the subscriber's type filter keeps other types away; nothing to send
         if t in LATEST_WINS:
-            self.state_put(f"wats:latest:{t}:{p['asset_id']}",
-                           {"id": event.id, "dead_letters_max": self._last_dead_letter_id()})
+            latest = {"id": event.id, "dead_letters_max": self._last_dead_letter_id()}
+            if t == EventType.ASSET_COUNTERS.value:
+                latest["total"] = p["total_count"]  # what the next absolute total is compared with
+            self.state_put(f"wats:latest:{t}:{p['asset_id']}", latest)
 
     def _stale(self, event: Event, dead_letter_id: int) -> bool:
         """For a replayed dead letter: was a value for this asset sent after it was dead-lettered? A subscriber
@@ -457,6 +466,20 @@ class WatsSink(BaseHandler):
         return self._journal.last_dead_letter_id() if self._journal is not None else 0
 
     # counters ------------------------------------------------------------------------------------------------
+    def _check_total(self, event: Event) -> None:
+        """A total is a lifetime count: one lower than the last sent (a replaced or wiped counter, a device
+        reporting another asset's id) is sent, as the newest value, but never silently: a warning and
+        ``fixture_agent_flagged_total{kind="total_went_down"}``. (Increment mode has its own answer: the ledger
+        counts the new counter from zero.)"""
+        p = event.payload
+        last = self.state_get(f"wats:latest:{EventType.ASSET_COUNTERS.value}:{p['asset_id']}")
+        before = last.get("total") if isinstance(last, dict) else None
+        if isinstance(before, int) and p["total_count"] < before:
+            log.warning("WATS: asset %s: total count goes down from %d to %d (event %s; counter replaced or "
+                        "wiped?); setting it as the newest value", p["asset_id"], before, p["total_count"], event.id)
+            if self.metrics is not None:
+                self.metrics.record_flagged(self.name, "total_went_down")
+
     def _set_counters(self, asset: str, running: int, total: int) -> None:
         """WATS >= 25.3: absolute setters, so a resend sets the same value again (idempotent)."""
         self._request("PUT", "/api/Asset/SetTotalCount", params={"serialNumber": asset, "totalCount": total})
@@ -660,6 +683,13 @@ def station_for(cfg: WatsSinkSection, *, station: str, location: str, purpose: s
         recipe_as_part_number=cfg.recipe_as_part_number, identifier_chars=cfg.identifier_chars,
         identifier_replacement=cfg.identifier_replacement,
     )
+
+
+def _stale_counters(event: Event) -> str | None:
+    """Why a counters event is stale (the MQTT source marks one older by the device's own time than a value it
+    journaled before), None if it is not."""
+    reason = event.metadata.custom.get("stale")
+    return reason if isinstance(reason, str) and reason else None
 
 
 def _checked_token(token: str, where: str) -> str | None:

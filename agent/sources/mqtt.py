@@ -29,7 +29,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
 import msgspec
@@ -52,6 +52,10 @@ BATCH = 500  # messages journaled in one transaction at most
 STATUS_EVERY = 1.0  # seconds between status records while counts change
 QOS0_BACKLOG = 10000  # QoS 0 messages waiting for the worker at most; beyond, they are dropped and counted
 KEPT_OVERSIZE = 4096  # of an oversized payload, this much is kept in the dead letter
+#: A device's own time ahead of our receive time by more than this does not become its mark: one message stamped
+#: years ahead (a clock set wrong) must not make every later value stale.
+MARK_AHEAD_MAX = timedelta(minutes=5)
+MAX_MARKS = 10000  # assets whose latest counter time is remembered (made-up ids must not grow the state)
 
 
 class BadMessage(ValueError):
@@ -132,6 +136,7 @@ class MqttSource(BaseTransport):
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self.recent = RecentKeys(cfg.dedup_window)
+        self.counter_marks: dict[str, str] = {}  # asset → the newest device time of its journaled counters (ISO)
         self._status_at = 0.0
         self._status_dirty = False
         self.conn: MqttConnection | None = None
@@ -140,6 +145,10 @@ class MqttSource(BaseTransport):
     @property
     def recent_key(self) -> str:
         return f"mqtt-recent:{self.cfg.name}"
+
+    @property
+    def marks_key(self) -> str:
+        return f"mqtt-counter-times:{self.cfg.name}"
 
     @property
     def topics_key(self) -> str:
@@ -166,6 +175,8 @@ class MqttSource(BaseTransport):
         """What was journaled last (by digest), so a redelivery after a crash is recognised."""
         assert self._bus is not None, "register the source on a bus first"
         self.recent.load(self._bus.journal.get_state(self.recent_key))
+        marks = self._bus.journal.get_state(self.marks_key)
+        self.counter_marks = dict(marks) if isinstance(marks, dict) else {}
 
     def stop(self, timeout: float = 5.0) -> None:
         # The worker finishes its batch and acknowledges it; what is still queued here was never acknowledged
@@ -282,6 +293,7 @@ class MqttSource(BaseTransport):
         events: list[Event] = []
         digests: list[str] = []
         self._bad = []  # dead letters of this batch: written with its events and digests, so kept once
+        marks = dict(self.counter_marks)  # this batch's view; kept only once the batch is committed
         for item in batch:
             msg = item.msg
             self.counts["received"] += 1
@@ -291,7 +303,7 @@ class MqttSource(BaseTransport):
                 self.counts["duplicates"] += 1
                 continue
             try:
-                events += self.adapt(msg, item.received, item.size)
+                events += self.latest_wins(self.adapt(msg, item.received, item.size), item.received, marks)
             except BadMessage as e:
                 self.bad_input(msg, str(e))
             except Exception as e:  # noqa: BLE001 - a bug of ours for one message must not hold up the rest
@@ -301,7 +313,9 @@ class MqttSource(BaseTransport):
                 digests.append(digest)
         if events or digests or self._bad:
             # the digests commit with the events: after a crash, what the broker resends is recognised
-            state = {self.recent_key: self.recent.with_new(digests)} if digests else None
+            state: dict[str, Any] | None = {self.recent_key: self.recent.with_new(digests)} if digests else None
+            if marks != self.counter_marks:  # and the counters' marks, so a restart judges the next one alike
+                state = {**(state or {}), self.marks_key: marks}
             attempt = 0
             while True:
                 try:
@@ -317,6 +331,7 @@ class MqttSource(BaseTransport):
                         return  # not acknowledged: the broker sends them again next session
             for d in digests:
                 self.recent.add(d)
+            self.counter_marks = marks
             self._published += len(events)
             self.counts["journaled"] += len(events)
         self._acknowledge(batch)
@@ -359,6 +374,40 @@ class MqttSource(BaseTransport):
             raise BadMessage(str(e)) from None
         return [msgspec.structs.replace(e, metadata=msgspec.structs.replace(e.metadata, source_topic=msg.topic))
                 for e in events]
+
+    def latest_wins(self, events: list[Event], received: datetime, marks: dict[str, str]) -> list[Event]:
+        """Absolute counters are latest-wins by the device's own time: a counters event stamped earlier than the
+        newest one journaled for its asset is old news (a message from a device's outbox that arrived late, a
+        clock set back) and must not be sent over newer values. It is journaled, marked ``stale`` in its metadata
+        (the uplinks send nothing for it), counted and logged. Equal times keep the order of arrival. A message
+        without a time of its own carries the receive time: never stale, and it does not move the mark; nor does
+        one stamped more than ``MARK_AHEAD_MAX`` ahead of the receive time."""
+        out = []
+        for e in events:
+            if e.event_type != "asset.counters":
+                out.append(e)
+                continue
+            asset, stamped = e.payload["asset_id"], _parse_time(e.payload.get("timestamp"))
+            if stamped is None or stamped == received:
+                out.append(e)
+                continue
+            mark = marks.get(asset)
+            mark_time = _parse_time(mark)
+            if mark_time is not None and stamped < mark_time:
+                reason = (f"stale: device time {e.payload['timestamp']} is older than {mark}, already journaled "
+                          f"for {asset}; not sent over the newer values")
+                self.counts["stale_counters"] += 1
+                if self._bus is not None:
+                    self._bus.metrics.record_flagged(self.name, "stale_counters")
+                log.warning("source %s: counters for %s: %s", self.name, asset, reason)
+                e = msgspec.structs.replace(e, metadata=msgspec.structs.replace(
+                    e.metadata, custom={**e.metadata.custom, "stale": reason}))
+            elif stamped <= received + MARK_AHEAD_MAX and (mark_time is None or stamped > mark_time):
+                if asset not in marks and len(marks) >= MAX_MARKS:
+                    marks.pop(next(iter(marks)))
+                marks[asset] = e.payload["timestamp"]
+            out.append(e)
+        return out
 
     def route_for(self, topic: str) -> Route | None:
         from paho.mqtt.client import topic_matches_sub
@@ -411,3 +460,14 @@ class MqttSource(BaseTransport):
         if self.conn is not None and self.conn.last_error and not stats["last_error"]:
             stats["last_error"] = self.conn.last_error
         return stats
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """An event's stored timestamp (ISO 8601 with an offset) as a datetime; None if it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None

@@ -3,6 +3,7 @@
 Messages are paho's own ``MQTTMessage`` objects, as the network thread hands them over.
 """
 
+import json
 from datetime import datetime, timezone
 
 import paho.mqtt.client as mqtt
@@ -10,6 +11,7 @@ import pytest
 
 from agent.config import ConfigError, parse_config
 from agent.events import EventBus, Journal
+from agent.events.model import decode
 from agent.sources.mqtt import DeviceRateLimit, Inbound, MqttSource
 from tests.conftest import wait_for
 
@@ -226,3 +228,43 @@ def test_a_bad_message_the_broker_resends_after_a_crash_is_kept_once(journal):
     again = source(journal)[0]  # the restarted agent: its memory loaded from the journal
     again.ingest(batch(msg("assets/FX-1/counters", b"{not json", mid=7, dup=True)))
     assert len(journal.dead_letters()) == 1 and again.counts["duplicates"] == 1
+
+
+def counters(running, total, ts=None):
+    doc = {"running_count": running, "total_count": total}
+    if ts:
+        doc["timestamp"] = ts
+    return json.dumps(doc).encode()
+
+
+def test_counters_older_by_the_devices_own_time_are_journaled_marked_stale(tmp_path):
+    """Issue 16.5: a counters message stamped 2026-01-26, after values from today, set WATS back."""
+    j = Journal(tmp_path / "j.db")
+    src, bus = source(j)
+    src.ingest(batch(msg("assets/FX-1/counters", counters(40, 1523, "2026-11-23T11:59:00Z"), mid=1),
+                     msg("assets/FX-1/counters", counters(3, 1400, "2026-01-26T08:00:00Z"), mid=2),
+                     msg("assets/FX-2/counters", counters(1, 1, "2026-01-26T08:00:00Z"), mid=3)))  # another asset
+    src.ingest(batch(msg("assets/FX-1/counters", counters(41, 1524, "2026-11-23T11:59:00Z"), mid=4),  # same time
+                     msg("assets/FX-1/counters", counters(42, 1525), mid=5)))  # no time of its own
+    got = [decode(s.body) for s in j.read_after(0, 100)]
+    assert [e.payload["total_count"] for e in got] == [1523, 1400, 1, 1524, 1525]  # all journaled
+    stale = [e.payload["total_count"] for e in got if e.metadata.custom.get("stale")]
+    assert stale == [1400]
+    assert "2026-01-26T08:00:00Z" in got[1].metadata.custom["stale"] and "FX-1" in got[1].metadata.custom["stale"]
+    assert src.counts["stale_counters"] == 1
+    assert bus.metrics.flagged[("mqtt:mqtt", "stale_counters")] == 1
+    j.close()
+    # the mark is committed with the events: after a restart an old one is still recognised
+    j = Journal(tmp_path / "j.db")
+    src, _ = source(j)
+    src.ingest(batch(msg("assets/FX-1/counters", counters(5, 1450, "2026-11-23T11:00:00Z"), mid=6)))
+    [last] = [decode(s.body) for s in j.read_after(0, 100)][-1:]
+    assert last.metadata.custom.get("stale")
+    j.close()
+
+
+def test_a_device_time_far_ahead_does_not_make_every_later_value_stale(journal):
+    src, _ = source(journal)
+    src.ingest(batch(msg("assets/FX-1/counters", counters(1, 10, "2036-01-01T00:00:00Z"), mid=1),  # clock not set
+                     msg("assets/FX-1/counters", counters(2, 11, "2026-11-23T12:01:00Z"), mid=2)))  # NOW + 1 min
+    assert not [s for s in journal.read_after(0, 10) if decode(s.body).metadata.custom.get("stale")]
