@@ -83,8 +83,12 @@ class TestMeasurement(_Payload):
     def __post_init__(self) -> None:
         if isinstance(self.value, float) and not math.isfinite(self.value):
             self.value = limits.non_finite_text(self.value)
-        self.comp_op = (self.comp_op.strip().upper() if self.comp_op
-                        else limits.default_op(self.low_limit, self.high_limit))
+        if self.comp_op:
+            self.comp_op = self.comp_op.strip().upper()
+        elif isinstance(self.expected, str):
+            self.comp_op = "CASESENSIT"  # a text with an expected value: equal to it
+        else:
+            self.comp_op = limits.default_op(self.low_limit, self.high_limit)
 
     @property
     def kind(self) -> Literal["numeric", "boolean", "string"]:
@@ -113,8 +117,7 @@ class TestMeasurement(_Payload):
         elif kind == "string":
             if self.value is None:
                 return self.status
-            op = "CASESENSIT" if self.comp_op == "LOG" and isinstance(self.expected, str) else self.comp_op
-            ok = limits.string_passes(op, str(self.value),
+            ok = limits.string_passes(self.comp_op, str(self.value),
                                       self.expected if isinstance(self.expected, str) else None)
         else:
             number = limits.as_number(self.value)
@@ -194,6 +197,7 @@ class InspectionResultEvent(_Payload):
     start_time: datetime
     inspection_type: str = "visual"
     part_number: str | None = None
+    revision: str | None = None
     station_id: str | None = None
     end_time: datetime | None = None
     defects: list[dict[str, Any]] = []

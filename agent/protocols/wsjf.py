@@ -253,8 +253,6 @@ def _numeric(m: TestMeasurement, status: TestResult, name: str | None) -> dict[s
 def _string(m: TestMeasurement, status: TestResult, name: str | None) -> dict[str, Any]:
     expected = m.expected if isinstance(m.expected, str) else None
     op = m.comp_op if m.comp_op in limits.STRING_OPS else "LOG"
-    if op == "LOG" and expected is not None:
-        op = "CASESENSIT"
     d: dict[str, Any] = {"status": RESULT_CODE[status], "value": str(m.value), "compOp": op}
     if op != "LOG":
         d["limit"] = expected
