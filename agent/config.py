@@ -479,6 +479,9 @@ class MqttSourceSection(MqttConnectionSection, kw_only=True):
     default_topics: bool = True  # the seed's topic plan (assets/+/status …); site subscriptions are tried first
     subscriptions: list[MqttSubscription] = []
     max_payload_bytes: int | str = "64KB"
+    #: MQTT 5: the largest packet the broker may send us (CONNECT's Maximum Packet Size); a bigger one the broker
+    #: drops instead of making us buffer it whole. Default: 1MiB, or twice max_payload_bytes if that is more.
+    max_packet_bytes: int | str | None = None
     #: per device (the topic's '+' level): sustained messages per second, and the burst allowed above it
     rate_limit: float = 20.0
     rate_burst: int = 200
@@ -494,6 +497,15 @@ class MqttSourceSection(MqttConnectionSection, kw_only=True):
         _check_name(self.name)
         if not 16 <= self.max_payload_bytes <= 16 * 2**20:
             raise FieldError("max_payload_bytes", raw, "must be between 16 bytes and 16MiB")
+        if self.max_packet_bytes is None:
+            self.max_packet_bytes = max(2**20, 2 * self.max_payload_bytes)
+        else:
+            raw = self.max_packet_bytes
+            _parse_fields(self, parse_size, "max_packet_bytes")
+            if not self.max_payload_bytes < self.max_packet_bytes <= 268435455:
+                raise FieldError("max_packet_bytes", raw, f"must be more than max_payload_bytes "
+                                 f"({self.max_payload_bytes} bytes: a packet carries the topic too) and at most "
+                                 "256MiB")
         if not 0 < self.rate_limit <= 1e6:
             raise FieldError("rate_limit", self.rate_limit, "must be more than 0 (messages per second per device)")
         if self.rate_burst < 1:

@@ -59,7 +59,8 @@ class MqttConnection:
     failed attempt; ``configure(client)`` may set callbacks and a will before the first connect."""
 
     def __init__(self, cfg: MqttConnectionSection, *, client_id: str, what: str, persistent: bool,
-                 session_expiry: float = 0.0, receive_maximum: int | None = None, manual_ack: bool = False,
+                 session_expiry: float = 0.0, receive_maximum: int | None = None,
+                 max_packet_size: int | None = None, manual_ack: bool = False,
                  on_connected: Callable[["mqtt.Client", bool], None] | None = None,
                  on_trouble: Callable[[str], None] | None = None,
                  configure: Callable[["mqtt.Client"], None] | None = None) -> None:
@@ -94,6 +95,10 @@ class MqttConnection:
                 props.SessionExpiryInterval = int(min(session_expiry, 0xFFFFFFFE))
             if receive_maximum:
                 props.ReceiveMaximum = receive_maximum
+            if max_packet_size:
+                # the broker drops (does not send) a packet larger than this: paho would read it whole into memory
+                # before anyone could look at its size (a 150 MB publish took the agent to 481 MB)
+                props.MaximumPacketSize = max_packet_size
             self._connect_kw = {"clean_start": not persistent, "properties": props}
         if cfg.username:
             self._set_credentials(required=True)

@@ -163,7 +163,7 @@ class MqttSource(BaseTransport):
         self.conn = MqttConnection(  # first: a config error (a bad password file) must not leave a worker behind
             self.cfg, client_id=self.client_id, what=f"sources.mqtt {self.cfg.name}", persistent=True,
             session_expiry=float(self.cfg.session_expiry), receive_maximum=self.cfg.receive_maximum,
-            manual_ack=True, on_connected=self._subscribe, on_trouble=self._trouble, configure=self._configure,
+            max_packet_size=int(self.cfg.max_packet_bytes or 0) or None, manual_ack=True, on_connected=self._subscribe, on_trouble=self._trouble, configure=self._configure,
         )
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name=f"source-{self.name}", daemon=True)
@@ -350,16 +350,18 @@ class MqttSource(BaseTransport):
 
     def adapt(self, msg: Any, received: datetime, size: int | None = None) -> list[Event]:
         size = len(msg.payload) if size is None else size
-        if size > self.cfg.max_payload_bytes:
-            raise BadMessage(f"payload of {size} bytes is over max_payload_bytes ({self.cfg.max_payload_bytes})")
         route = self.route_for(msg.topic)
-        if route is None:
-            raise BadMessage("no subscription maps this topic (a filter the session kept, or an overlap)")
         levels = msg.topic.split("/")
-        device = levels[route.device_level] if route.device_level is not None else None
+        device = levels[route.device_level] if route is not None and route.device_level is not None else None
+        # Before anything else is judged: a device flooding oversized (or unroutable) messages is rate-limited
+        # like any other, instead of filling the dead letters with one each.
         if not self.limiter.allow(device or msg.topic, time.monotonic()):
             self._rate_limited(msg, device or msg.topic)
             return []
+        if size > self.cfg.max_payload_bytes:
+            raise BadMessage(f"payload of {size} bytes is over max_payload_bytes ({self.cfg.max_payload_bytes})")
+        if route is None:
+            raise BadMessage("no subscription maps this topic (a filter the session kept, or an overlap)")
         try:
             doc = jsondepth.decode(msg.payload)
         except msgspec.DecodeError as e:

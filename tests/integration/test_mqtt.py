@@ -624,3 +624,48 @@ def test_a_connection_counts_as_up_only_after_paho_resent_what_was_in_flight(tmp
         conn.stop()
         broker.stop()
     assert still_due == [0, 0, 0], still_due  # first connect, then two reconnects with 20 resends each
+
+
+def test_a_packet_over_max_packet_bytes_is_never_sent_to_the_agent(write_config, broker):
+    """Issue 23.5: paho buffered a 150 MB publish whole before its size was looked at. With MQTT 5's Maximum
+    Packet Size in the CONNECT, mosquitto drops what is too big for the agent instead of sending it."""
+    cfg = agent_config(write_config, broker.port, source='max_payload_bytes = "1KB"\nmax_packet_bytes = "64KB"')
+    agent = start_agent(cfg)
+    try:
+        assert wait_for(lambda: online(cfg), 15)
+        dev = client(broker.port, "esp32")
+        send(dev, "assets/FX-1/counters", {"running_count": 1, "total_count": 2, "pad": "x" * 8000})  # arrives
+        send(dev, "assets/FX-1/counters", {"running_count": 1, "total_count": 2, "pad": "x" * 4_000_000})
+        send(dev, "assets/FX-1/counters", {"running_count": 3, "total_count": 4})
+        assert wait_for(lambda: events(cfg, "asset.counters"), 15)
+        time.sleep(0.5)
+        st = source_status(cfg)
+    finally:
+        stop_agent(agent)
+    [dl] = dead_letters(cfg)  # the 8 KB one, cut to what is kept; the 4 MB one never reached the agent
+    assert "payload of 80" in dl["reason"] and "over max_payload_bytes" in dl["reason"]
+    assert st["received"] == 2
+
+
+def test_oversized_messages_are_rate_limited_per_device_like_everything_else(write_config, broker):
+    """Issue 23.6/23.5: oversized messages bypassed the rate limiter, one dead letter each."""
+    cfg = agent_config(write_config, broker.port, source='max_payload_bytes = "1KB"\nrate_limit = 1\nrate_burst = 3')
+    agent = start_agent(cfg)
+    try:
+        assert wait_for(lambda: online(cfg), 15)
+        dev = client(broker.port, "runaway")
+        big = json.dumps({"pad": "x" * 5000})
+        for _ in range(40):
+            dev.publish("assets/RUNAWAY/counters", big, qos=1)
+        send(dev, "assets/CALM/counters", {"running_count": 1, "total_count": 1})
+        assert wait_for(lambda: events(cfg, "asset.counters"), 15)
+        assert wait_for(lambda: source_status(cfg).get("received", 0) == 41, 15)
+        time.sleep(1.2)
+        st = source_status(cfg)
+    finally:
+        stop_agent(agent)
+    dls = dead_letters(cfg)
+    oversized = [d for d in dls if "over max_payload_bytes" in d["reason"]]
+    limited = [d for d in dls if "rate limit" in d["reason"]]
+    assert 3 <= len(oversized) <= 6 and len(limited) == 1 and "RUNAWAY" in limited[0]["reason"]
+    assert st["rate_limited"] >= 34

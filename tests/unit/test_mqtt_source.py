@@ -158,6 +158,8 @@ def test_token_bucket_per_device():
     ('[sources.mqtt]\npassword_file = "/p"', "username"),
     ('[sources.mqtt]\nreceive_maximum = 100\ndedup_window = 10', "dedup_window"),
     ('[sources.mqtt]\ndefault_topics = false', "no topics"),
+    ('[sources.mqtt]\nmax_payload_bytes = "64KB"\nmax_packet_bytes = "64KB"', "max_packet_bytes"),
+    ('[sources.mqtt]\nmax_packet_bytes = "lots"', "max_packet_bytes"),
     ('[[sources.mqtt.subscriptions]]\ntopic = "a/b+/c"\nadapter = "asset"', "topic filter"),
     ('[[sources.mqtt.subscriptions]]\ntopic = "a/#/c"\nadapter = "asset"', "topic filter"),
     ('[[sources.mqtt.subscriptions]]\ntopic = "a/+"\nadapter = "nope"', "adapter"),
@@ -268,3 +270,10 @@ def test_a_device_time_far_ahead_does_not_make_every_later_value_stale(journal):
     src.ingest(batch(msg("assets/FX-1/counters", counters(1, 10, "2036-01-01T00:00:00Z"), mid=1),  # clock not set
                      msg("assets/FX-1/counters", counters(2, 11, "2026-11-23T12:01:00Z"), mid=2)))  # NOW + 1 min
     assert not [s for s in journal.read_after(0, 10) if decode(s.body).metadata.custom.get("stale")]
+
+
+def test_max_packet_bytes_defaults_above_the_payload_bound():
+    cfg = parse_config('[agent]\nstation = "s"\n[sources.mqtt]\n').sources.mqtt
+    assert cfg.max_packet_bytes == 2**20
+    cfg = parse_config('[agent]\nstation = "s"\n[sources.mqtt]\nmax_payload_bytes = "4MB"\n').sources.mqtt
+    assert cfg.max_packet_bytes == 2 * cfg.max_payload_bytes
