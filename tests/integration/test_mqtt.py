@@ -669,3 +669,24 @@ def test_oversized_messages_are_rate_limited_per_device_like_everything_else(wri
     limited = [d for d in dls if "rate limit" in d["reason"]]
     assert 3 <= len(oversized) <= 6 and len(limited) == 1 and "RUNAWAY" in limited[0]["reason"]
     assert st["rate_limited"] >= 34
+
+
+def test_string_numbers_and_deep_nesting_are_plain_bad_input(write_config, broker):
+    """Issues 16.4 and 16.6 against the agent as a process: "1523" was coerced and sent on; 60 KB of nested arrays
+    logged an ERROR with a traceback and was kept as 'internal error: RecursionError'."""
+    cfg = agent_config(write_config, broker.port)
+    agent = start_agent(cfg)
+    try:
+        assert wait_for(lambda: online(cfg), 15)
+        dev = client(broker.port, "esp32")
+        send(dev, "assets/FX-1/counters", {"running_count": "1523", "total_count": 2000})
+        send(dev, "assets/FX-1/counters", b"[" * 30000 + b"]" * 30000)
+        send(dev, "assets/FX-1/counters", {"running_count": 1, "total_count": 10})
+        assert wait_for(lambda: events(cfg, "asset.counters") and len(dead_letters(cfg)) == 2, 15)
+    finally:
+        log = stop_agent(agent)
+    reasons = [d["reason"] for d in dead_letters(cfg)]
+    assert "got `str` - at `$.running_count`" in reasons[0]
+    assert reasons[1].startswith("not valid JSON: nested too deep")
+    assert [e["payload"]["running_count"] for e in events(cfg, "asset.counters")] == [1]
+    assert "Traceback" not in log and "RecursionError" not in log and "ERROR" not in log
