@@ -692,6 +692,22 @@ class Config(_Section):
             if not w.process_codes and w.default_process_code is None:
                 raise FieldError("sinks.wats.process_codes", w.process_codes, "sinks.wats needs process_codes (test "
                                  "type → WATS test operation code) or default_process_code")
+            # what goes into every report must fit WSJF (reference/wats-api.md §2.3): caught here, once, rather
+            # than as a dead letter per result
+            for key, value, ident in (("agent.station", self.agent.station, False),
+                                      ("agent.location", self.agent.location, False),
+                                      ("agent.purpose", self.agent.purpose, False),
+                                      ("sinks.wats.operator", w.operator, False),
+                                      ("sinks.wats.default_part_number", w.default_part_number, True),
+                                      ("sinks.wats.default_revision", w.default_revision, True)):
+                if value is None:
+                    continue
+                if not value.strip() or len(value) > 100:
+                    raise FieldError(key, value, "must be 1-100 characters (WATS' limit for what every report "
+                                     "carries)")
+                if ident and set(value) & set("*%?[]^!/\\"):
+                    raise FieldError(key, value, "must not contain * % ? [ ] ^ ! / \\ (WATS refuses them in part "
+                                     "numbers and revisions)")
 
     @property
     def data_dir(self) -> Path:
