@@ -158,7 +158,10 @@ def _when(m: Message, ts: datetime | None) -> datetime:
         return m.received
     if ts.tzinfo is None:
         raise AdapterError(f"{m.topic}: timestamp {ts.isoformat()} has no UTC offset")
-    return ts.astimezone(timezone.utc)
+    try:
+        return ts.astimezone(timezone.utc)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 is past the last representable UTC instant (found by fuzzing)
+        raise AdapterError(f"{m.topic}: timestamp {ts.isoformat()} is out of range") from None
 
 
 # ------------------------------------------------------------------------------------------------ adapters
