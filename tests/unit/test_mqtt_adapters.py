@@ -67,6 +67,7 @@ def test_measurement_streams_software_and_units():
     ("selftest", "devices/D/selftest", {"result": "maybe"}, "maybe"),
     ("unit", "stations/S/unit", {"event": "unit_entered"}, "serial_number"),
     ("asset", "assets/A/status", {"status": "idle", "timestamp": "2026-01-26T10:30:00"}, "UTC offset"),
+    ("asset", "assets/A/status", {"status": "idle", "timestamp": "9999-12-31T23:59:59-14:00"}, "out of range"),
 ])
 def test_bad_payloads_raise_an_error_naming_the_field(adapter, topic, doc, names):
     with pytest.raises(AdapterError) as err:
