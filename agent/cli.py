@@ -39,10 +39,14 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _journal(cfg: Config):
+    """The journal for a command, or the one-line StartupError naming the key (as ``run`` says it)."""
+    from . import preflight
     from .events.journal import Journal
 
-    return Journal(cfg.journal_path, max_bytes=cfg.journal.max_bytes, max_age=cfg.journal.max_age,
-                   sync=cfg.journal.sync, evictable_types=cfg.journal.evictable_types)
+    preflight.make_directories(cfg)
+    return preflight.open_journal(cfg, lambda: Journal(
+        cfg.journal_path, max_bytes=cfg.journal.max_bytes, max_age=cfg.journal.max_age, sync=cfg.journal.sync,
+        evictable_types=cfg.journal.evictable_types))
 
 
 def _setup_logging(level: str) -> None:
@@ -292,7 +296,6 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from .events.journal import JournalError
 
     cfg = _config(args)
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
     journal = _journal(cfg)
     bus = EventBus(journal, chain=_chain(cfg))
     source = args.source or "cli"

@@ -17,11 +17,15 @@ import importlib.util
 import os
 import pwd
 import socket
+import sqlite3
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .config import Config, ConfigError, parse_listen, show_value
+
+T = TypeVar("T")
 
 # sysexits.h
 EX_OK = 0
@@ -106,6 +110,29 @@ def make_directories(cfg: Config) -> None:
             problem = _dir_problem(cfg, key, value, directory)
             raise problem or StartupError(f"{_where(cfg, key, value)}: cannot create {directory}: "
                                           f"{e.strerror or e}", EX_CANTCREAT, key) from None
+
+
+def open_journal(cfg: Config, opener: Callable[[], T]) -> T:
+    """``opener()`` (the journal's constructor, for ``run`` and for the CLI's commands alike), its failures as the
+    one-line ``StartupError`` naming the key: a journal that cannot be created is the operator's to fix
+    (EX_CANTCREAT), one that cannot be opened, read or salvaged is the disk's (EX_IOERR; the message says what was
+    tried)."""
+    from .events.journal import JournalError
+
+    key, value = _journal_key(cfg)
+    where = _where(cfg, key, value)
+    existed = cfg.journal_path.exists()
+    try:
+        return opener()
+    except JournalError as e:
+        raise StartupError(f"{where}: {e}", EX_IOERR, key) from None
+    except (OSError, sqlite3.Error) as e:
+        what = getattr(e, "strerror", None) or str(e)
+        if existed:
+            raise StartupError(f"{where}: cannot open the journal {cfg.journal_path}: {what}", EX_IOERR,
+                               key) from None
+        raise StartupError(f"{where}: cannot create the journal {cfg.journal_path}: {what}", EX_CANTCREAT,
+                           key) from None
 
 
 # ---------------------------------------------------------------------------------------------------- files
@@ -250,4 +277,4 @@ def check(cfg: Config) -> None:
 
 __all__ = ["EX_CANTCREAT", "EX_CONFIG", "EX_IOERR", "EX_NOPERM", "EX_OK", "EX_SOFTWARE", "EX_TEMPFAIL",
            "EX_UNAVAILABLE", "ConfigError", "StartupError", "check", "listen_addresses", "listen_error",
-           "listen_problem", "make_directories", "problems"]
+           "listen_problem", "make_directories", "open_journal", "problems"]

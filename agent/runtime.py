@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import socket
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from . import __version__, preflight
 from .config import Config, ConfigError, parse_listen, show_value
 from .events.bus import EventBus
 from .events.chain import EnrichmentMiddleware, HandlerChain, ValidationMiddleware
-from .events.journal import Journal, JournalError, read_stats
+from .events.journal import Journal, read_stats
 from .events.lifecycle import LifecycleManager
 from .events.telemetry import EventMetrics, render_prometheus
 from .events.transports import BaseTransport
@@ -142,30 +141,15 @@ class Agent:
             self.lifecycle.add_component(self.health_server, priority=5)
 
     def _open_journal(self, notify: "SystemdNotifier") -> Journal:
-        """The journal, or the one-line ``StartupError`` naming its key: a file that cannot be created or opened
-        is the operator's to fix (EX_CANTCREAT), a journal that cannot be read or salvaged is the disk's
-        (EX_IOERR, the message says what was tried)."""
+        """The journal, or the one-line ``StartupError`` naming its key (``preflight.open_journal``)."""
         cfg = self.config
-        key, value = ("journal.path", cfg.journal.path) if cfg.journal.path else ("agent.data_dir", cfg.agent.data_dir)
-        where = f"{cfg.source_path}: {key} = {show_value(str(value), limit=4096)}"
-        existed = cfg.journal_path.exists()
-        try:
-            return Journal(
-                cfg.journal_path, max_bytes=cfg.journal.max_bytes, max_age=cfg.journal.max_age,
-                sync=cfg.journal.sync, evictable_types=cfg.journal.evictable_types,
+        return preflight.open_journal(cfg, lambda: Journal(
+            cfg.journal_path, max_bytes=cfg.journal.max_bytes, max_age=cfg.journal.max_age,
+            sync=cfg.journal.sync, evictable_types=cfg.journal.evictable_types,
             bad_input_max_bytes=cfg.journal.bad_input_max_bytes,
-                # a corrupt journal is salvaged before READY: keep systemd's start timeout from killing that
-                progress=lambda what: notify.send(f"EXTEND_TIMEOUT_USEC=60000000\nSTATUS={what}"),
-            )
-        except JournalError as e:
-            raise preflight.StartupError(f"{where}: {e}", preflight.EX_IOERR, key) from None
-        except (OSError, sqlite3.Error) as e:
-            what = getattr(e, "strerror", None) or str(e)
-            if existed:
-                raise preflight.StartupError(f"{where}: cannot open the journal {cfg.journal_path}: {what}",
-                                             preflight.EX_IOERR, key) from None
-            raise preflight.StartupError(f"{where}: cannot create the journal {cfg.journal_path}: {what}",
-                                         preflight.EX_CANTCREAT, key) from None
+            # a corrupt journal is salvaged before READY: keep systemd's start timeout from killing that
+            progress=lambda what: notify.send(f"EXTEND_TIMEOUT_USEC=60000000\nSTATUS={what}"),
+        ))
 
     def _start_simulator(self, s):
         """``port = "simulator:jsonl"`` (or ``simulator:scpi``): a simulated fixture on a real pseudo-terminal,

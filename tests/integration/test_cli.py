@@ -220,3 +220,13 @@ def test_config_check_leaves_a_port_alone_while_the_agent_holds_it(tmp_path, wri
         assert ": ok" in run_cli("config", "check", "-c", str(cfg), check=True).stdout
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("name", ["data_dir a file", "journal directory cannot be created"])
+@pytest.mark.parametrize("command", [("publish", "--type", "custom", "--payload", "{}"), ("counters", "show"),
+                                     ("subscribers", "drop", "x")])
+def test_commands_that_open_the_journal_fail_in_one_line_too(name, command, tmp_path, write_config, busy_port):
+    cfg, key, value, todo, status = _scenario(name, tmp_path, write_config, busy_port)
+    out = run_cli(*command, "-c", str(cfg))
+    line = _one_line(out.stderr)
+    assert out.returncode == status and key in line and value in line and todo in line, out.stderr
