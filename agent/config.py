@@ -158,7 +158,7 @@ class JournalSection(_Section):
         _parse_fields(self, parse_size, "max_bytes")
         _parse_fields(self, parse_duration, "max_age")
         if self.max_bytes < 64 * 1024:
-            raise FieldError("max_bytes", raw, "must be at least 64KB (65536 bytes)")
+            raise FieldError("max_bytes", raw, "is below the minimum: max_bytes must be at least 64KB (65536 bytes)")
         if self.bad_input_max_bytes is None:
             self.bad_input_max_bytes = max(4096, self.max_bytes // 20)
         else:
