@@ -29,6 +29,7 @@ from ..events.payloads import (
     UnitDisqualifiedEvent, WorkCompletedEvent, WorkStartedEvent,
 )
 from .cfx import CfxError, Envelope, envelope_doc, format_timespan, parse_resource_state, parse_time, type_name
+from ..events import limits
 from .results import judged, overall
 
 RESULT_WORDS = {"passed": TestResult.PASS, "failed": TestResult.FAIL, "error": TestResult.ERROR,
@@ -101,9 +102,18 @@ def _create(etype: EventType, payload: Any, source: str) -> Event:
 
 
 # ------------------------------------------------------------------------------------------------ measurements
+def _reading(v: Any, where: str) -> float | None:
+    """A measured value: a number, or a non-finite one as the SDK's JSON writer spells it (``"NaN"``,
+    ``"Infinity"``, ``"-Infinity"``: Newtonsoft writes special floats as strings by default)."""
+    if isinstance(v, str) and v in limits.NON_FINITE:
+        return limits.NON_FINITE[v]
+    return _num(v, where)
+
+
 def measurement(m: Any, where: str, notes: list[str]) -> TestMeasurement:
-    """One CFX measurement, judged by the agent where it has limits. Without ``$type`` (the SDK could not read it)
-    the kind is taken from its fields, and that is noted."""
+    """One CFX measurement, judged by the agent wherever its limits or expected value decide it (the one table in
+    ``events/limits.py``); the tester's ``Result`` stands only where nothing does. Without ``$type`` (the SDK
+    could not read it) the kind is taken from its fields, and that is noted."""
     m = _obj(m, where)
     kind = type_name(m.get("$type"))
     if kind is None:
@@ -120,31 +130,23 @@ def measurement(m: Any, where: str, notes: list[str]) -> TestMeasurement:
     reported = _result(m["Result"], f"{where}.Result") if m.get("Result") is not None else None
     if kind.endswith("NumericMeasurement"):
         mv = _obj(m.get("MeasuredValue"), f"{where}.MeasuredValue")
-        value = _num(mv.get("Value"), f"{where}.MeasuredValue.Value")
-        out = judged(name, value, _text(mv.get("ValueUnits")) or "",
-                     _num(mv.get("MinimumAcceptableValue"), f"{where}.MeasuredValue.MinimumAcceptableValue"),
-                     _num(mv.get("MaximumAcceptableValue"), f"{where}.MeasuredValue.MaximumAcceptableValue"),
-                     _num(mv.get("ExpectedValue"), f"{where}.MeasuredValue.ExpectedValue"))
-        if out.low_limit is None and out.high_limit is None and reported is not None:
-            out.status = reported  # nothing to judge against: the tester's word
-    elif kind.endswith("BooleanMeasurement"):
-        value = m.get("Value")
-        expected = m.get("ExpectedValue", True)
+        return judged(name, _reading(mv.get("Value"), f"{where}.MeasuredValue.Value"),
+                      _text(mv.get("ValueUnits")) or "",
+                      _num(mv.get("MinimumAcceptableValue"), f"{where}.MeasuredValue.MinimumAcceptableValue"),
+                      _num(mv.get("MaximumAcceptableValue"), f"{where}.MeasuredValue.MaximumAcceptableValue"),
+                      _num(mv.get("ExpectedValue"), f"{where}.MeasuredValue.ExpectedValue"), reported=reported)
+    if kind.endswith("BooleanMeasurement"):
+        value, expected = m.get("Value"), m.get("ExpectedValue", True)
         if not isinstance(value, bool):
             raise CfxError(f"{where}.Value: {value!r} is not a boolean")
-        out = TestMeasurement(name=name, value=value, comp_op="LOG",
-                              status=TestResult.PASS if value == (expected if isinstance(expected, bool) else True)
-                              else TestResult.FAIL)
-    elif kind.endswith("TextMeasurement"):
-        value = m.get("Value")
-        expected = m.get("ExpectedValue")
-        status = reported or TestResult.PASS
-        if isinstance(expected, str) and expected and value != expected:
-            status = TestResult.FAIL
-        out = TestMeasurement(name=name, value=None if value is None else str(value), comp_op="LOG", status=status)
-    else:
-        raise CfxError(f"{where}: $type {kind} is not a measurement this agent reads")
-    return out
+        if expected is not None and not isinstance(expected, bool):
+            raise CfxError(f"{where}.ExpectedValue: {expected!r} is not a boolean")
+        return judged(name, value, expected=True if expected is None else expected, reported=reported)
+    if kind.endswith("TextMeasurement"):
+        value, expected = m.get("Value"), m.get("ExpectedValue")
+        return judged(name, None if value is None else str(value),
+                      expected=str(expected) if expected not in (None, "") else None, reported=reported)
+    raise CfxError(f"{where}: $type {kind} is not a measurement this agent reads")
 
 
 def _steps(tests: list, where: str, notes: list[str], step_type: str, name_key: str, start_key: str,
@@ -211,6 +213,13 @@ def units_tested(env: Envelope, source: str) -> list[Event]:
     return out
 
 
+def _region(r: Any) -> str | None:
+    """Where on the board a defect is (CFX ``RegionOfInterest``'s start point), as text for the report."""
+    if not isinstance(r, dict) or r.get("StartPointX") is None or r.get("StartPointY") is None:
+        return None
+    return f"x={r['StartPointX']} y={r['StartPointY']}"
+
+
 def units_inspected(env: Envelope, source: str) -> list[Event]:
     b = env.body
     method = (_text(b.get("InspectionMethod")) or "Human").lower()
@@ -222,6 +231,7 @@ def units_inspected(env: Envelope, source: str) -> list[Event]:
                     "description": _text(d.get("Description")),
                     "component": _text((d.get("ComponentOfInterest") or {}).get("ReferenceDesignator"))
                     if isinstance(d.get("ComponentOfInterest"), dict) else None,
+                    "location": _region(d.get("RegionOfInterest")),
                     "inspection": _text(ins.get("InspectionName"))}
                    for ins in _list(u, "Inspections", "MessageBody") if isinstance(ins, dict)
                    for d in _list(ins, "DefectsFound", "MessageBody") if isinstance(d, dict)]
@@ -229,7 +239,8 @@ def units_inspected(env: Envelope, source: str) -> list[Event]:
             unit_id=unit_id, result=result, start_time=start, end_time=end, inspection_type=method,
             defects=[{k: v for k, v in d.items() if v is not None} for d in defects],
             custom_data={"cfx": _cfx_meta(env, transaction_id=_text(b.get("TransactionID")),
-                                          recipe=_text(b.get("RecipeName")), notes=notes or None),
+                                          recipe=_text(b.get("RecipeName")),
+                                          recipe_revision=_text(b.get("RecipeRevision")), notes=notes or None),
                          "steps": [{"name": s.name, "status": s.status.value} for s in steps]})
         out.append(_create(EventType.INSPECTION_RESULT, payload, source))
     return out
