@@ -476,6 +476,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     else:
         kw.update(tst_code=args.tst_code)
     if args.link:
+        try:  # where another user could plant the link, the agent would read that user's "fixture"
+            simulator.check_link_dir(Path(args.link))
+        except simulator.UnsafeLinkDir as e:
+            print(f"fixture-agent simulate: {e}", file=sys.stderr)
+            return EXIT_USAGE
         Path(args.link).parent.mkdir(parents=True, exist_ok=True)
     pty, device, thread = simulator.start(args.protocol, **kw)
     print(pty.path + (f"  (linked as {args.link})" if args.link else ""), flush=True)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import select
+import stat
 import threading
 import time
 import tty
@@ -22,12 +24,35 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
+class UnsafeLinkDir(ValueError):
+    """``--link`` in a directory where another user could plant or swap the link."""
+
+
+def check_link_dir(link: Path) -> None:
+    """A link the agent reads its fixture through must live where only its owner (or root) can change it. In a
+    world-writable directory such as /tmp (sticky or not) another user can create the name first, or swap it
+    between our calls, and the agent would read that user's "fixture": forged test results."""
+    parent = link.absolute().parent
+    try:
+        st = parent.stat()
+    except FileNotFoundError:
+        return  # created by the caller (mkdir), as its own
+    if st.st_mode & stat.S_IWOTH or (st.st_uid not in (0, os.geteuid())) or (
+            st.st_mode & stat.S_IWGRP and st.st_uid != os.geteuid()):
+        raise UnsafeLinkDir(
+            f"--link {link}: {parent} is writable by other users, who could plant the link and feed the agent "
+            "a fixture of their own; put the link in a directory only you can write (the agent's data "
+            "directory, or $XDG_RUNTIME_DIR)")
+
+
 class PtyFixture:
     """The pty plumbing both protocols share: open, link, read lines, write, unplug and replug."""
 
     def __init__(self, link: str | os.PathLike[str] | None = None, seed: int | None = None,
                  garbage_rate: float = 0.0, disconnect_every: float = 0.0, disconnect_for: float = 1.0) -> None:
         self.link = Path(link) if link else None
+        if self.link:
+            check_link_dir(self.link)
         self.rng = random.Random(seed)
         self.garbage_rate = garbage_rate
         self.disconnect_every = disconnect_every
@@ -47,8 +72,8 @@ class PtyFixture:
         os.set_blocking(self.master, False)  # a wire never blocks the sender: what nobody reads is lost
         self.path = os.ttyname(self.slave)
         if self.link:
-            tmp = self.link.with_name(self.link.name + ".tmp")
-            tmp.unlink(missing_ok=True)
+            # an unpredictable name made with O_EXCL semantics (symlink fails if it exists), then renamed over
+            tmp = self.link.with_name(f"{self.link.name}.{secrets.token_hex(8)}.tmp")
             os.symlink(self.path, tmp)
             os.replace(tmp, self.link)
 
