@@ -20,7 +20,7 @@ class SerialLink:
         self.uart = uart
         self.resend_ms = resend_ms
         self.capacity = capacity
-        self.session = "%08x" % int.from_bytes(os.urandom(4), "big")  # a new one every boot, never reused
+        self.session = "%08x" % _random32()  # a new one every boot, never reused
         self.seq = 0
         self.kept = []  # unacknowledged messages, oldest first
         self.dropped = 0
@@ -79,3 +79,17 @@ class SerialLink:
             self.oldest_sent = ticks_ms()  # the new oldest was just sent or is about to be: its own wait starts
         if not self.kept:
             self.dropped = 0  # the agent has everything from the gap on: no need to say it again
+
+
+def _random32():
+    """32 random bits for this boot's session. ``os.urandom`` (the hardware RNG on the ESP32 and the Pico) is not
+    on every port: MicroPython's WebAssembly port has none, and a missing one made the controller fail at boot
+    (AttributeError). ``random`` is there on every port, seeded at boot (from the hardware where the port can).
+    A session that repeated across boots would be worse than none: the agent takes its seq 1 for a resend of
+    what it already has and drops it."""
+    try:
+        return int.from_bytes(os.urandom(4), "big")
+    except AttributeError:
+        import random
+
+        return random.getrandbits(32)

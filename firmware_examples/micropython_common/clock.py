@@ -30,16 +30,24 @@ def utc_iso():
 
 
 class Schedule:
-    """Named periodic jobs (name → period in ms), all due at boot; ``due()`` yields the names whose time has come."""
+    """Named periodic jobs (name → period in ms), all due at boot; ``due()`` yields the names whose time has come.
+
+    Each job counts the milliseconds it has waited rather than keeping a ticks value to compare with: MicroPython's
+    ticks wrap (every 2**30 ms on most ports), ``ticks_diff`` measures at most half of that (6.2 days) and
+    ``ticks_add`` refuses a longer interval (OverflowError), so a weekly self-test stopped the firmware at boot.
+    ``due()`` is called every loop, so each step it measures is short."""
 
     def __init__(self, periods):
         self.periods = periods
-        now = ticks_ms()
-        self.last = {name: ticks_add(now, -period) for name, period in periods.items()}
+        self.seen = ticks_ms()
+        self.waited = dict(periods)  # as if each had waited its whole period: due at boot
 
     def due(self):
         now = ticks_ms()
+        passed = ticks_diff(now, self.seen)
+        self.seen = now
         for name, period in self.periods.items():
-            if ticks_diff(now, self.last[name]) >= period:
-                self.last[name] = now
+            self.waited[name] += passed
+            if self.waited[name] >= period:
+                self.waited[name] = 0
                 yield name

@@ -34,6 +34,10 @@ class Counter:
         """Fold new presses into the totals; True if there were any (the totals are then saved)."""
         irq = disable_irq()
         n, self._pending = self._pending, 0
+        if self._last_edge is not None and ticks_diff(ticks_ms(), self._last_edge) >= self.debounce_ms:
+            # quiet since: forget the edge while ticks_diff can still measure it (MicroPython's ticks wrap; past
+            # 6.2 days the difference comes out negative, and the first press after a week off was bounce)
+            self._last_edge = None
         enable_irq(irq)
         if not n:
             return False
