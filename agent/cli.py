@@ -380,26 +380,10 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         _out(args, [], f"no journal yet at {cfg.journal_path}")
         return EXIT_OK
     ids = [int(i) for i in args.ids] if getattr(args, "ids", None) else None
+    if args.action == "list":
+        return _dlq_list(args, cfg, ids)
     journal = _journal(cfg)
     try:
-        if args.action == "list":
-            rows = journal.dead_letters(limit=args.limit, ids=ids)
-            if args.json:
-                print(json.dumps([r.to_dict(with_body=args.body) for r in rows], indent=2))
-                return EXIT_OK
-            from .terminal import printable, printable_bytes
-
-            for r in rows:  # device bytes: control sequences escaped, never sent to the terminal
-                when = datetime.fromtimestamp(r.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-                who = f"for {printable(r.subscriber)}" if r.subscriber else f"bad input from {printable(r.origin)}"
-                mark = " [retry requested]" if r.retry_requested else ""
-                print(f"#{r.id:<6} {when}  {printable(r.event_type or '-'):<20} {who}{mark}\n"
-                      f"        {printable(r.reason)}")
-                if args.body and r.body is not None:
-                    print("        " + printable_bytes(r.body, limit=2000))
-            if not rows:
-                print("(no dead letters)")
-            return EXIT_OK
         if args.action == "retry":
             if not ids and not args.all:
                 print("fixture-agent dlq retry: give dead-letter ids, or --all", file=sys.stderr)
@@ -422,6 +406,33 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return EXIT_USAGE
 
 
+def _dlq_list(args: argparse.Namespace, cfg: Config, ids: list[int] | None) -> int:
+    """``dlq list`` reads through a read-only connection: a read command changes nothing durable."""
+    from .events.journal import open_readonly, read_dead_letters
+
+    conn = open_readonly(cfg.journal_path)
+    try:
+        rows = read_dead_letters(conn, limit=args.limit, ids=ids)
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps([r.to_dict(with_body=args.body) for r in rows], indent=2))
+        return EXIT_OK
+    from .terminal import printable, printable_bytes
+
+    for r in rows:  # device bytes: control sequences escaped, never sent to the terminal
+        when = datetime.fromtimestamp(r.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        who = f"for {printable(r.subscriber)}" if r.subscriber else f"bad input from {printable(r.origin)}"
+        mark = " [retry requested]" if r.retry_requested else ""
+        print(f"#{r.id:<6} {when}  {printable(r.event_type or '-'):<20} {who}{mark}\n"
+              f"        {printable(r.reason)}")
+        if args.body and r.body is not None:
+            print("        " + printable_bytes(r.body, limit=2000))
+    if not rows:
+        print("(no dead letters)")
+    return EXIT_OK
+
+
 def cmd_subscribers(args: argparse.Namespace) -> int:
     cfg = _config(args)
     journal = _journal(cfg)
@@ -442,14 +453,26 @@ def cmd_counters(args: argparse.Namespace) -> int:
     from .sources.counters import CounterLedger, counter_key
 
     cfg = _config(args)
+    if args.action == "show":  # read-only: a Journal's close ran a checkpoint, a "show" that moved the file
+        from . import preflight
+        from .events.journal import open_readonly
+
+        doc: dict[str, Any] = {}
+        if not cfg.journal_path.exists():  # nothing to show; a directory it could never be in is still said
+            for problem in preflight._directory_problems(cfg)[:1]:
+                raise problem
+        else:
+            conn = open_readonly(cfg.journal_path)
+            try:
+                rows = conn.execute("SELECT key, value FROM state WHERE key LIKE 'counters:%' ORDER BY key").fetchall()
+            finally:
+                conn.close()
+            doc = {k.split(":", 1)[1]: json.loads(v) for k, v in rows}
+        _out(args, doc, "\n".join(f"{a:<20} running {c['running_count']:<8} total {c['total_count']}"
+                                   for a, c in doc.items()) or "(no counters)")
+        return EXIT_OK
     journal = _journal(cfg)
     try:
-        if args.action == "show":
-            rows = journal.reader().execute("SELECT key, value FROM state WHERE key LIKE 'counters:%' ORDER BY key")
-            doc = {k.split(":", 1)[1]: json.loads(v) for k, v in rows}
-            _out(args, doc, "\n".join(f"{a:<20} running {c['running_count']:<8} total {c['total_count']}"
-                                       for a, c in doc.items()) or "(no counters)")
-            return EXIT_OK
         if journal.get_state(counter_key(args.asset)) is None:
             print(f"no counter for asset {args.asset!r} (see: fixture-agent counters show)", file=sys.stderr)
             return EXIT_ERROR

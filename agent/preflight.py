@@ -100,12 +100,14 @@ def _directory_problems(cfg: Config) -> list[StartupError]:
 
 def make_directories(cfg: Config) -> None:
     """Create ``data_dir`` and the journal's directory (``run``), or raise the one-line ``StartupError``."""
+    from .events.journal import make_dirs
+
     targets = [("agent.data_dir", cfg.agent.data_dir, cfg.data_dir)]
     if cfg.journal.path:
         targets.append(("journal.path", cfg.journal.path, cfg.journal_path.parent))
     for key, value, directory in targets:
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            make_dirs(directory)  # made durable (parents fsynced) before anything is acknowledged in it
         except OSError as e:
             problem = _dir_problem(cfg, key, value, directory)
             raise problem or StartupError(f"{_where(cfg, key, value)}: cannot create {directory}: "

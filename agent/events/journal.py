@@ -262,7 +262,7 @@ class Journal:
         self.corrupt_file: Path | None = None
         self._progress = progress  # told how a long salvage at open is going (the agent extends systemd's timeout)
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)  # durable before the first event is acknowledged in it
         self._lock_fd = self._lock_exclusive_if_alone()
         try:
             self._wconn = self._open_checked()
@@ -969,21 +969,7 @@ class Journal:
         self, limit: int | None = None, subscriber: str | None = None, event_type: str | None = None,
         ids: Sequence[int] | None = None,
     ) -> list[DeadLetter]:
-        sql, args = "SELECT * FROM dead_letters WHERE 1=1", []
-        if subscriber is not None:
-            sql += " AND subscriber = ?"
-            args.append(subscriber)
-        if event_type is not None:
-            sql += " AND event_type = ?"
-            args.append(event_type)
-        if ids:
-            sql += f" AND id IN ({','.join('?' * len(ids))})"
-            args.extend(ids)
-        sql += " ORDER BY id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
-        return [DeadLetter(*r[:8], bool(r[8]), r[9]) for r in self.reader().execute(sql, args)]
+        return read_dead_letters(self.reader(), limit, subscriber, event_type, ids)
 
     def last_dead_letter_id(self) -> int:
         """The highest dead-letter id ever handed out (ids are never reused, not even after a salvage)."""
@@ -1126,6 +1112,49 @@ def _identity(path: Path) -> dict[str, int]:
     """What tells one state of a file from another (a salvaged copy records its source's)."""
     st = path.stat()
     return {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def read_dead_letters(conn: sqlite3.Connection, limit: int | None = None, subscriber: str | None = None,
+                      event_type: str | None = None, ids: Sequence[int] | None = None) -> list[DeadLetter]:
+    """Dead letters through any connection: ``Journal.dead_letters`` and the CLI's read-only ``dlq list``."""
+    sql, args = "SELECT * FROM dead_letters WHERE 1=1", []
+    if subscriber is not None:
+        sql += " AND subscriber = ?"
+        args.append(subscriber)
+    if event_type is not None:
+        sql += " AND event_type = ?"
+        args.append(event_type)
+    if ids:
+        sql += f" AND id IN ({','.join('?' * len(ids))})"
+        args.extend(ids)
+    sql += " ORDER BY id"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(limit)
+    return [DeadLetter(*r[:8], bool(r[8]), r[9]) for r in conn.execute(sql, args)]
+
+
+def open_readonly(path: str | os.PathLike[str], timeout: float = 10) -> sqlite3.Connection:
+    """A connection that cannot change what is durable, for the commands that only read (``status``, ``events``,
+    ``dlq list``, ``counters show``): it creates no file, writes no schema, salvages nothing and, closing, runs no
+    checkpoint. A full ``Journal`` does all of these; a "show" must not move the file under the agent or a cut."""
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
+
+
+def make_dirs(path: str | os.PathLike[str]) -> None:
+    """``mkdir -p`` whose directories survive a power cut: a directory exists durably only once the directory
+    holding it was fsynced, so the parent of every directory made here is, and ``path``'s own parent always (it
+    may have been made by an earlier run that died before). SQLite fsyncs the journal's directory when it creates
+    its ``-wal``, never that directory's parent: without this a cut after the first publish into a new data
+    directory lost the directory and every event in it (found on ``tests/faults/powercut_fs.py``)."""
+    path = Path(path)
+    missing, p = [], path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for parent in dict.fromkeys([d.parent for d in reversed(missing)] + [path.parent, path]):
+        _fsync_dir(parent)
 
 
 def _fsync_dir(path: Path) -> None:
