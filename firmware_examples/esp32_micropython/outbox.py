@@ -20,9 +20,12 @@ class Outbox:
         self.limit = limit
         self.dropped = 0
         self.pos = self._read_pos()
-        self.count, torn = self._count_lines()
-        if torn:  # a line cut short by a power cut was never complete (so never sent): drop it, keep the rest
+        self.count, torn, damaged = self._count_lines()
+        # a line cut short by a power cut was never complete (so never sent), a line that is not UTF-8 (damaged
+        # flash) can never be sent: drop them, keep the rest; the damaged ones are counted and reported
+        if torn or damaged:
             self._compact()
+            self.dropped += damaged
 
     def __len__(self):
         return self.count
@@ -39,17 +42,17 @@ class Outbox:
         """The oldest waiting message as (topic, payload), or None."""
         if not self.count:
             return None
-        with open(self.path) as f:
+        with open(self.path, "rb") as f:
             f.seek(self.pos)
             line = f.readline()
-        topic, _, payload = line.rstrip("\n").partition("\t")
+        topic, _, payload = line.decode().rstrip("\n").partition("\t")
         return topic, payload
 
     def pop(self):
         """Forget the oldest message (it was acknowledged, or dropped for a newer one)."""
         if not self.count:
             return
-        with open(self.path) as f:
+        with open(self.path, "rb") as f:
             f.seek(self.pos)
             f.readline()
             self.pos = f.tell()
@@ -73,29 +76,33 @@ class Outbox:
             f.write(str(self.pos))
 
     def _count_lines(self):
-        n, torn = 0, False
+        """Read as bytes, as every read here is: MicroPython's text files raise UnicodeError on a line that is not
+        UTF-8, and a line torn inside a character is one (the outbox then stopped the device at every boot)."""
+        n, torn, damaged = 0, False, 0
         try:
-            with open(self.path) as f:
+            with open(self.path, "rb") as f:
                 if self.pos:  # an offset must be at a line start inside the file, or it is not this file's
                     f.seek(self.pos - 1)
-                    if f.read(1) != "\n":
+                    if f.read(1) != b"\n":
                         self.pos = 0
                 f.seek(self.pos)
                 for line in f:
-                    torn = not line.endswith("\n")
-                    n += not torn
+                    torn = not line.endswith(b"\n")
+                    ok = not torn and _utf8(line)
+                    n += ok
+                    damaged += not torn and not ok
         except OSError:
             self.pos = 0
-        return n, torn
+        return n, torn, damaged
 
     def _compact(self):
         """Keep only the unsent lines. The offset is set to 0 before the new file replaces the old one: a power cut
         in between resends what was already sent (duplicates), where the other order would skip unsent messages."""
         tmp = self.path + ".new"
-        with open(self.path) as src, open(tmp, "w") as dst:
+        with open(self.path, "rb") as src, open(tmp, "wb") as dst:
             src.seek(self.pos)
             for line in src:
-                if line.endswith("\n"):
+                if line.endswith(b"\n") and _utf8(line):
                     dst.write(line)
         self.pos = 0
         self._write_pos()
@@ -109,3 +116,11 @@ class Outbox:
             except OSError:
                 pass
         self.pos = 0
+
+
+def _utf8(line):
+    try:
+        line.decode()
+        return True
+    except UnicodeError:
+        return False

@@ -54,5 +54,7 @@ class Counter:
             with open(self.state_path) as f:
                 d = json.load(f)
             return int(d["running"]), int(d["total"])
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError, OverflowError):
+            # none yet, or damaged (MicroPython's UnicodeError is a ValueError): start from 0 rather than stop the
+            # firmware at every boot; the agent flags a total that went down
             return 0, 0

@@ -336,6 +336,28 @@ def test_a_broker_that_stops_answering_costs_a_reconnect_not_a_message(mp):
     assert totals[0] == 0 and totals[-1] == 1
 
 
+@pytest.mark.parametrize("counters", [b"\xff\xfe{", b'{"running": 1e999, "total": 2}', b"[1, 2]", b"null"])
+def test_damaged_state_on_flash_does_not_stop_the_device_at_boot(mp, counters):
+    """MicroPython's text files raise UnicodeError on bytes that are not UTF-8: an outbox line torn inside a
+    character (or damaged) stopped the device at every boot, and so did a counters file that parses to the wrong
+    thing. The damaged line is dropped and reported (``dropped`` in the online status), the good ones are sent."""
+    flash(mp, DEVICE, device_config())
+    line = 'assets/ESP-12/counters\t{"running_count": %d, "total_count": %d}\n'
+    outbox = ((line % (1, 1)).encode() + b'assets/ESP-12/counters\t{"note": "\xff\xfe"}\n' + (line % (2, 2)).encode()
+              + 'devices/ESP-12/selftest\t{"note": "Prü'.encode()[:-1])  # the power cut came inside the ü
+    mp.run(f"""
+import os
+os.mkdir('state')
+open('state/counters.json', 'wb').write({counters!r})
+open('state/outbox.txt', 'wb').write({outbox!r})
+""")
+    mp.run(BOOT_DEVICE.format(uv=GOOD) + "run(200)\n")
+    published = mp.json("usocket.BROKER.published")
+    assert json.loads(published[0][1]) == {"status": "online", "dropped": 1}
+    totals = [json.loads(p)["total_count"] for t, p, *_ in published if t.endswith("/counters")]
+    assert totals == [1, 2, 0]  # what was waiting, in order, then the boot's own (the damaged file counts from 0)
+
+
 def test_a_weekly_self_test_does_not_stop_the_device_at_boot(mp):
     flash(mp, DEVICE, device_config(selftest_every_s=7 * 24 * 3600))
     mp.run(BOOT_DEVICE.format(uv=GOOD) + "run(150)\n")
