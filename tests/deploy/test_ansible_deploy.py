@@ -44,11 +44,14 @@ VENV = "/opt/fixture-agent/venv"
 AGENT = f"{VENV}/bin/fixture-agent"
 CONFIG = "/etc/fixture-agent/config.toml"  # the CLI's default
 UNIT = "/etc/systemd/system/fixture-agent.service"
-# What the example inventory's vault holds (its password is in deploy/README.md).
+# The secrets the test deploys (the example inventory holds placeholders).
 WATS_TOKEN = "example-wats-token-line3"
 AGENT_MQTT_PASSWORD = "example-agent-broker-password"
 DEVICE_PASSWORDS = {"ESP-12": "example-esp12-password", "ESP-13": "example-esp13-password"}
 COUNTERS = {"running_count": 7, "total_count": 4321}
+SECRETS = {"vault_fixture_agent_wats_token": WATS_TOKEN, "vault_fixture_agent_mqtt_password": AGENT_MQTT_PASSWORD,
+           "vault_esp12_password": DEVICE_PASSWORDS["ESP-12"], "vault_esp13_password": DEVICE_PASSWORDS["ESP-13"],
+           "vault_plant_broker_password": "example-plant-password"}
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +112,11 @@ def deployment(ansible, tmp_path_factory) -> Iterator[Deployment]:
             "wats_url": f"http://127.0.0.1:{free_port()}",
             "mosquitto_port": ports["mqtt"], "mosquitto_lan_interface": "",
             "fixture_agent_metrics": {"enabled": True, "listen": f"127.0.0.1:{ports['metrics']}"},
-            "plant_broker": {"host": "127.0.0.1", "port": plant.port, "tls": False},
+            # the test's plant broker is on loopback without TLS: its password may go in clear text here only
+            "plant_broker": {"host": "127.0.0.1", "port": plant.port, "tls": False,
+                             "allow_plaintext_password": True},
+            # the example inventory's secrets are placeholders (the playbook refuses them): the test's own
+            **SECRETS,
             "mosquitto_tls": {"port": ports["tls"], "address": "127.0.0.1", "cert_src": str(certs["server.crt"]),
                               "key_src": str(certs["server.key"]), "ca_src": str(certs["ca.crt"])},
         }
@@ -176,6 +183,12 @@ def test_the_venv_runs_the_agent_and_checks_its_config(deployment):
     names = {p["name"].lower() for p in json.loads(installed)}
     assert {"pyserial", "httpx", "paho-mqtt"} <= names  # the extras the inventory's sources and sinks need
     assert not {"python-qpid-proton", "gpiozero"} & names  # and only those
+    # exactly the lock's versions (files/fleet-lock.json, hash-checked), not whatever the index had that day
+    lock = json.loads((ANSIBLE_DIR / "roles/fixture_agent/files/fleet-lock.json").read_text())["packages"]
+    versions = {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(installed)}
+    for name in ("h11", "httpx", "httpcore", "msgspec", "paho-mqtt", "sqlite-utils", "pyserial"):
+        assert versions[name] == lock[name]["version"], name
+    assert deployment.sh(f"{VENV}/bin/python", "-m", "pip", "check").returncode == 0
 
 
 def test_secrets_config_and_directories_have_their_owners_and_modes(deployment):
@@ -211,6 +224,7 @@ def test_the_unit_verifies_is_hardened_and_enabled(deployment):
                 "ReadWritePaths": "/var/lib/fixture-agent", "ProtectHome": "yes", "PrivateTmp": "yes",
                 "ExecStart": f"{AGENT} run -c {CONFIG}", "Environment": f"FIXTURE_AGENT_CONFIG={CONFIG}"}
     assert {k: unit.get(k) for k in expected} == expected
+    assert unit.get("LimitNOFILE") == "4096"  # set on purpose, see the unit's comment
     assert "WatchdogSec" in unit and "MemoryMax" in unit and "PrivateDevices" not in unit
     for name in ("fixture-agent", "mosquitto"):
         assert deployment.sh("systemctl", "is-enabled", name).stdout.strip() == "enabled"
@@ -298,6 +312,29 @@ def clients(*specs: tuple) -> Iterator[list[Client]]:
     finally:
         for c in made:
             c.close()
+
+
+def test_the_password_file_has_random_salts_and_mosquittos_rounds(deployment):
+    """mosquitto_passwd's own format, at least 100,000 PBKDF2 rounds (not 101), a random salt per user kept from
+    one run to the next (the second run changed nothing, so the salts were kept)."""
+    lines = (deployment.root / "etc/mosquitto/passwd").read_text().split()
+    hashes = dict(line.split(":", 1) for line in lines)
+    assert set(hashes) == {USER, "ESP-12", "ESP-13"}
+    parts = [h.split("$") for h in hashes.values()]
+    assert all(p[1] == "7" and int(p[2]) >= 100_000 for p in parts), hashes
+    assert len({p[3] for p in parts}) == len(parts)  # no salt shared
+
+
+def test_placeholder_secrets_and_a_clear_text_bridge_password_are_refused(deployment):
+    def said(run: PlaybookRun) -> str:  # the result printer may wrap a long message
+        return " ".join(run.output.replace('"', " ").split())
+
+    placeholder = deployment.playbook(vault_fixture_agent_wats_token="CHANGE-ME")
+    assert placeholder.rc != 0, placeholder.tail()
+    assert "vault_fixture_agent_wats_token is still the example's placeholder" in said(placeholder), placeholder.tail()
+    plain = deployment.playbook(plant_broker={**deployment.extra_vars["plant_broker"],
+                                              "allow_plaintext_password": False})
+    assert plain.rc != 0 and "remote_password would cross the plant network" in said(plain), plain.tail()
 
 
 def test_the_broker_takes_each_device_on_its_own_topics_only(deployment):
