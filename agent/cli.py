@@ -605,7 +605,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
                 {"key": e.key, "message": str(e), "exit_code": EX_CONFIG}]}, indent=2))
         raise
     problems = preflight.problems(cfg)
-    running = _agent_pid(cfg) if cfg.data_dir.is_dir() else None
+    try:
+        running = _agent_pid(cfg) if cfg.data_dir.is_dir() else None
+    except OSError:  # a lock file this user may not read: a problem preflight names already, or not ours to judge
+        running = None
     if running is None:
         problems += [p for key, value in preflight.listen_addresses(cfg)
                      if (p := preflight.listen_problem(cfg, key, value)) is not None]
