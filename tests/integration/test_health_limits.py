@@ -110,7 +110,11 @@ def test_a_thousand_half_sent_requests_leave_healthz_answering(write_config, mor
         deadline = time.monotonic() + 15
         for s in slow:
             s.settimeout(max(0.1, deadline - time.monotonic()))
-            assert s.recv(100) == b"", "a half-sent request got an answer, or was never closed"
+            try:
+                got = s.recv(100)
+            except ConnectionResetError:  # closed with its bytes unread: a reset, as good as an end
+                got = b""
+            assert got == b"", "a half-sent request got an answer, or was never closed"
         # a trickle of bytes does not keep a connection open past the head timeout either
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         slow.append(s)
