@@ -147,7 +147,8 @@ def published(rng: random.Random, n: int, now: datetime) -> tuple[list[str], Exp
         if i % 4 == 2:
             payload.setdefault("custom_data", {}).update(
                 {"firmware": "1.4.2", "temperature_c": 23.5, "fixture": {"slot": i, "nest": "A"},
-                 "comment": "ö" * 300, "flags": [1, 2, 3], "ok": True})
+                 "comment": "ö" * 300, "flags": [1, 2, 3], "ok": True, "": "no key", "  ": 1,
+                 "serial_of_a_big_counter": 10 ** 400})
         if i % 9 == 4:
             payload["operator_id"] = "Zoë Müller"
             payload["fixture_id"] = "FX-ÆØÅ-7"
@@ -238,6 +239,10 @@ def cfx_messages(rng: random.Random, n: int) -> tuple[list[dict[str, Any]], Expe
             if i % 8 == 7:  # a clean board: no defects
                 unit["OverallResult"] = "Passed"
                 unit["Inspections"][0].update(Result="Passed", DefectsFound=[])
+            elif i % 8 == 3:  # a false call, rejected at verification: the board passed
+                unit["OverallResult"] = "Passed"
+                unit["Inspections"][0]["Result"] = "Passed"
+                unit["Inspections"][0]["DefectsFound"][0]["Verification"] = "DefectRejected"
             out.append(doc)
             exp.reports += 1
             continue

@@ -8,7 +8,8 @@ The table is WATS' own (§2.4, the WATS client library's ``CompOp.evaluate``, th
 numeric limit test): single-limit operators compare against the *low* limit, whichever side a source called it;
 the outside ranges (``LTGT`` …) pass *outside* the limits; ``LOG`` is recorded, never judged. A value that is not
 a finite number (NaN, ±Infinity) never passes a judged comparison. ``EQT`` (equal within a threshold) carries no
-threshold in WSJF, so the agent cannot judge it: the source's own verdict stands, as for ``LOG``.
+threshold in WSJF, so the agent cannot judge it: the source's own verdict stands (without one, an error). A range
+whose low limit is above its high limit is refused: it passes everything or nothing, so the limits were swapped.
 
 Booleans pass when the value is the expected one (``true`` unless said otherwise: a relay that must read open is
 ``expected = false``). Strings: ``CASESENSIT``/``EQ`` exact, ``IGNORECASE`` case-insensitive, ``NE`` different.
@@ -104,6 +105,8 @@ def limits_of(op: str, low: float | None, high: float | None) -> tuple[float | N
         raise LimitError(f"{op} needs a low and a high limit")
     if not (math.isfinite(low) and math.isfinite(high)):
         raise LimitError(f"{op}: limits {low}, {high} are not finite numbers")
+    if low > high:  # passes everything or nothing: the limits were swapped, not meant
+        raise LimitError(f"{op}: low limit {low} is above the high limit {high}")
     return low, high
 
 

@@ -109,15 +109,26 @@ class TestMeasurement(_Payload):
         if self.status in (TestResult.ERROR, TestResult.SKIPPED, TestResult.ABORTED):
             return self.status
         kind = self.kind
+        if self.value is None and self.expected is not None:
+            return TestResult.ERROR  # an expected value and no reading: nothing was checked
         if kind == "boolean":
-            if not isinstance(self.value, bool):
-                return self.status if self.value is None else TestResult.ERROR
-            ok: bool | None = limits.boolean_passes(self.value, self.expected
-                                                    if isinstance(self.expected, bool) else None)
+            value = self.value
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value in (0, 1):
+                value = bool(value)  # devices often send 0/1 for a flag
+            if not isinstance(value, bool):
+                if value is None:
+                    return self.status
+                raise limits.LimitError(f"boolean measurement: value {value!r} is not true or false")
+            if self.comp_op not in ("LOG", "EQ", "NE", "CASESENSIT"):
+                raise limits.LimitError(f"a boolean compares equal (EQ) or different (NE), not {self.comp_op}")
+            ok: bool | None = limits.boolean_passes(value, self.expected if isinstance(self.expected, bool)
+                                                    else None)
+            if self.comp_op == "NE":
+                ok = not ok
         elif kind == "string":
             if self.value is None:
                 return self.status
-            ok = limits.string_passes(self.comp_op, str(self.value),
+            ok = limits.string_passes(self.comp_op, _text_of(self.value),
                                       self.expected if isinstance(self.expected, str) else None)
         else:
             number = limits.as_number(self.value)
@@ -132,6 +143,13 @@ class TestMeasurement(_Payload):
     def is_within_limits(self) -> bool:
         """Whether the value satisfies its limits under its operator (the seed's method); unjudged: its status."""
         return self.verdict() is TestResult.PASS
+
+
+def _text_of(value: object) -> str:
+    """A value compared as text: a whole number as it is written (5, not 5.0)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
 
 
 class TestStep(_Payload):

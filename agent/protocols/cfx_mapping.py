@@ -128,6 +128,13 @@ def measurement(m: Any, where: str, notes: list[str]) -> TestMeasurement:
         notes.append(f"{where} had no $type; read as {kind.rsplit('.', 1)[-1]}")
     name = _text(m.get("MeasurementName")) or _text(m.get("UniqueIdentifier")) or "measurement"
     reported = _result(m["Result"], f"{where}.Result") if m.get("Result") is not None else None
+    try:
+        return _judged_measurement(m, kind, name, reported, where)
+    except limits.LimitError as e:
+        raise CfxError(f"{where}: {e}") from None
+
+
+def _judged_measurement(m: dict, kind: str, name: str, reported: TestResult | None, where: str) -> TestMeasurement:
     if kind.endswith("NumericMeasurement"):
         mv = _obj(m.get("MeasuredValue"), f"{where}.MeasuredValue")
         return judged(name, _reading(mv.get("Value"), f"{where}.MeasuredValue.Value"),
@@ -232,6 +239,7 @@ def units_inspected(env: Envelope, source: str) -> list[Event]:
                     "component": _text((d.get("ComponentOfInterest") or {}).get("ReferenceDesignator"))
                     if isinstance(d.get("ComponentOfInterest"), dict) else None,
                     "location": _region(d.get("RegionOfInterest")),
+                    "verification": _text(d.get("Verification")),
                     "inspection": _text(ins.get("InspectionName"))}
                    for ins in _list(u, "Inspections", "MessageBody") if isinstance(ins, dict)
                    for d in _list(ins, "DefectsFound", "MessageBody") if isinstance(d, dict)]

@@ -220,13 +220,24 @@ def test_result(m: Message) -> list[Event]:
 
 def selftest(m: Message) -> list[Event]:
     """``devices/{id}/selftest``: the device testing itself. The unit is the device and the type ``selftest``,
-    whatever the payload claims: a device's credentials are not a licence to file a product's passed test (a
-    ``serial_number`` it sends is kept as ``reported_serial``). A device that tests products publishes to a
-    ``testers/+/results`` topic the broker's ACL lets it use."""
+    whatever the payload claims: a device's credentials are not a licence to file a product's test. Its
+    ``part_number`` counts when it speaks of itself (no ``serial_number``, or its own id); a product's serial, part
+    number, a ``recipe`` or ``sub_units`` are kept as ``reported_*`` misc infos, never filed under. A device that tests products publishes to a ``testers/+/results`` topic the broker's ACL lets
+    it use."""
     d: TestDoc = _read(m.doc, TestDoc, m.topic)
     who = _who(m, d.device_id, "device id")
-    custom = {"reported_serial": d.serial_number} if d.serial_number and d.serial_number != who else {}
-    return [_test_event(m, d, unit=who, who=who, test_type="selftest", custom=custom)]
+    # what it says of a product is kept to read (misc infos), never what the report is filed under; its own part
+    # number counts when it speaks of itself (no serial, or its own: the seed's example)
+    about_itself = d.serial_number in (None, who)
+    claims = {"reported_serial": None if about_itself else d.serial_number,
+              "reported_part_number": None if about_itself else d.part_number, "reported_recipe": d.recipe,
+              "reported_sub_units": len(d.sub_units) or None}
+    if not about_itself:
+        d.part_number = d.revision = None
+    d.recipe = d.recipe_revision = None
+    d.sub_units = []
+    return [_test_event(m, d, unit=who, who=who, test_type="selftest",
+                        custom={k: v for k, v in claims.items() if v})]
 
 
 def _test_event(m: Message, d: TestDoc, *, unit: str, who: str, test_type: str,
@@ -237,6 +248,8 @@ def _test_event(m: Message, d: TestDoc, *, unit: str, who: str, test_type: str,
                                 duration_ms=d.duration_ms, fixture_id=who, test_type=test_type,
                                 part_number=d.part_number, revision=d.revision, operator_id=d.operator,
                                 sub_units=d.sub_units, custom={"mqtt_topic": m.topic, **extra, **custom})
+    except AdapterError:
+        raise
     except ValueError as e:
         raise AdapterError(f"{m.topic}: {e}") from None
     return Event.create(EventType.TEST_RESULT, payload, source=m.source)

@@ -44,6 +44,8 @@ def judged(name: str, value: float | bool | str | None, unit: str = "", low: flo
     default. Raises ``ValueError`` (a ``LimitError``) naming an operator that does not fit the limits."""
     m = TestMeasurement(name=name, value=value, unit=unit, low_limit=low, high_limit=high, nominal=nominal,
                         comp_op=comp_op, expected=expected, status=reported or TestResult.PASS)
+    if reported is None and m.comp_op == "EQT":
+        m.status = TestResult.ERROR  # within a threshold WSJF does not carry: only the source could say
     m.status = m.verdict()
     return m
 
@@ -56,6 +58,10 @@ def overall(statuses: list[TestResult], reported: TestResult | None = None) -> T
     if reported is not None and reported is not TestResult.PASS:
         return reported
     return TestResult.PASS
+
+
+#: the longest test a device may report (30 days): anything more is a wrong field, not a test
+MAX_DURATION_MS = 30 * 86400 * 1000.0
 
 
 class ReportedStep(msgspec.Struct):
@@ -103,6 +109,8 @@ def reported_test(*, unit_id: str, reported: object, steps: list[ReportedStep], 
         except ValueError as e:
             raise ValueError(f"step {s.name!r}: {e}") from None
         out.append(TestStep(name=s.name, status=m.status, measurements=[m], step_type=test_type))
+    if duration_ms is not None and not 0 <= duration_ms <= MAX_DURATION_MS:  # NaN fails this too
+        raise ValueError(f"duration_ms {duration_ms!r} is not a duration (0 to {MAX_DURATION_MS:.0f} ms)")
     start = when - timedelta(milliseconds=duration_ms) if duration_ms else when
     subs = [SubUnit(part_number=u.part_number, serial_number=u.serial_number, revision=u.revision,
                     part_type=u.part_type) for u in (sub_units or [])]

@@ -35,7 +35,9 @@ from typing import Any, Literal
 
 from ..events import limits
 from ..events.model import Event, EventType
-from ..events.payloads import InspectionResultEvent, TestMeasurement, TestResult, TestResultEvent, TestStep
+from ..events.payloads import (
+    InspectionResultEvent, TestMeasurement, TestResult, TestResultEvent, TestStep, _text_of,
+)
 
 RESULT_CODE = {TestResult.PASS: "P", TestResult.FAIL: "F", TestResult.ERROR: "E", TestResult.ABORTED: "T",
                TestResult.SKIPPED: "S"}
@@ -47,9 +49,11 @@ NAME_MAX = 100  # pn, sn, rev, machineName, location, purpose, step and measurem
 PART_TYPE_MAX = 50
 LONG_TEXT_MAX = 5000  # reportText, uut.comment
 MISC_INFOS_MAX = 50
+#: a defect verified as a false call, or accepted as it is, does not fail its inspection (CFX VerificationResult)
+NOT_A_DEFECT = frozenset({"DefectRejected", "DefectAccepted"})
 #: custom_data keys the agent itself writes (origin and bookkeeping, not the tester's data)
 INTERNAL_KEYS = frozenset({"test_type", "cfx", "mqtt_topic", "serial_seq", "serial_session", "steps", "recipe",
-                           "recipe_revision", "reported_serial"})
+                           "recipe_revision"})
 
 
 class MappingError(ValueError):
@@ -59,9 +63,12 @@ class MappingError(ValueError):
 class NoPartNumber(MappingError):
     """Nothing gives this result a part number; a ``[[sinks.wats.products]]`` rule (or a default) would."""
 
-    def __init__(self, recipe: str | None, test_type: str) -> None:
+    def __init__(self, recipe: str | None, test_type: str, matched: str | None = None) -> None:
         self.recipe = recipe
-        if recipe:
+        if matched is not None:
+            text = (f"no part number: recipe {recipe!r} matches the [[sinks.wats.products]] rule {matched!r}, "
+                    "which gives no part_number")
+        elif recipe:
             text = (f"no part number: recipe {recipe!r} matches no [[sinks.wats.products]] rule (and "
                     "recipe_as_part_number is off; default_part_number is only for results that name no recipe)")
         else:
@@ -133,28 +140,36 @@ def recipe_of(payload: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 def product_of(payload: dict[str, Any], test_type: str, station: Station) -> Product:
-    """Part number, revision and process code for a result, by the rule in the module docstring."""
+    """Part number, revision and process code for a result, by the rule in ``docs/wats-uplink.md``: the
+    message's own part number first, then a ``[[sinks.wats.products]]`` rule on its recipe (or its part number),
+    then the recipe itself (``recipe_as_part_number``), then the default, which is only for results that name no
+    recipe. The revision comes from where the part number came from."""
     recipe, recipe_rev = recipe_of(payload)
-    own_pn = payload.get("part_number") or None
+    own_pn = (payload.get("part_number") or "").strip() or None
     rule = next((r for key in (recipe, own_pn) if key for r in station.products if fnmatchcase(key, r.match)), None)
-    # the default is for results that name no product (the fixture's own self-tests): a result that names a
-    # recipe no rule knows waits for one, rather than every product being filed under one part number
-    pn = ((rule.part_number if rule else None) or own_pn
-          or (recipe if station.recipe_as_part_number else None)
-          or (station.default_part_number if not recipe else None))
-    if not pn:
-        raise NoPartNumber(recipe, test_type)
-    rev = (payload.get("revision") or (rule.revision if rule else None)
-           or (recipe_rev if pn == recipe else None) or station.default_revision)
+    own_rev = (payload.get("revision") or "").strip() or None
+    if own_pn:
+        pn, rev = own_pn, own_rev or (rule.revision if rule else None)
+    elif rule and rule.part_number:
+        pn, rev = rule.part_number, rule.revision
+    elif recipe and station.recipe_as_part_number:
+        pn, rev = recipe, recipe_rev
+    elif not recipe and station.default_part_number:
+        pn, rev = station.default_part_number, None
+    else:
+        raise NoPartNumber(recipe, test_type, rule.match if rule else None)
     code = rule.process_code if rule and rule.process_code is not None else station.process_code(test_type)
-    return Product(pn, rev, code, rule)
+    return Product(pn, rev or station.default_revision, code, rule)
 
 
 # ------------------------------------------------------------------------------------------------ texts
 def _identifier(value: str | None, what: str, station: Station, forbidden: bool = True) -> str:
     """An identifier exactly as given, or a ``MappingError`` naming the field: never shortened."""
-    if not value or not value.strip():
+    value = (value or "").strip()  # as the WATS client's own model does (str_strip_whitespace)
+    if not value:
         raise MappingError(f"{what} is required")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise MappingError(f"{what} {value!r} contains a control character")
     if len(value) > NAME_MAX:
         raise MappingError(f"{what} {value[:40]!r}… is {len(value)} characters; WATS takes at most {NAME_MAX}")
     bad = sorted(set(value) & FORBIDDEN_CHARS) if forbidden else []
@@ -172,9 +187,13 @@ def shorten(text: str, limit: int) -> str:
 
 
 def _long_text(text: str) -> str:
+    """``text`` within 5000 characters, the cut said with how many characters it cost."""
     if len(text) <= LONG_TEXT_MAX:
         return text
-    note = f" … ({len(text) - LONG_TEXT_MAX + 60} characters cut)"
+    note = ""
+    for _ in range(3):  # the note's length depends on the count it carries
+        keep = LONG_TEXT_MAX - len(note)
+        note = f" … ({len(text) - keep} characters cut)"
     return text[:LONG_TEXT_MAX - len(note)] + note
 
 
@@ -253,7 +272,7 @@ def _numeric(m: TestMeasurement, status: TestResult, name: str | None) -> dict[s
 def _string(m: TestMeasurement, status: TestResult, name: str | None) -> dict[str, Any]:
     expected = m.expected if isinstance(m.expected, str) else None
     op = m.comp_op if m.comp_op in limits.STRING_OPS else "LOG"
-    d: dict[str, Any] = {"status": RESULT_CODE[status], "value": str(m.value), "compOp": op}
+    d: dict[str, Any] = {"status": RESULT_CODE[status], "value": _text_of(m.value), "compOp": op}
     if op != "LOG":
         d["limit"] = expected
     if name is not None:
@@ -331,7 +350,7 @@ class _Builder:
                        for m, _ in judged if m.value is None and (m.low_limit is not None
                                                                   or m.high_limit is not None)]
             if missing:
-                base["reportText"] = _long_text("\n".join([*texts, *missing]))
+                base["reportText"] = _long_text("\n".join([*filter(None, [base.get("reportText")]), *missing]))
         else:
             base["stepType"] = "ET_MSVT" if multi else "ET_SVT"
             base["stringMeas"] = [_string(m, _written_status(m, v), n) for (m, v), n in zip(judged, names)]
@@ -382,19 +401,21 @@ def _inspection_steps(r: InspectionResultEvent, builder: _Builder) -> list[tuple
     out = []
     for name in dict.fromkeys(order):
         defects = by_inspection.get(name, [])
-        status = status_of.get(name, TestResult.FAIL if defects else TestResult.PASS)
+        real = [d for d in defects if d.get("verification") not in NOT_A_DEFECT]
+        status = status_of.get(name, TestResult.FAIL if real else TestResult.PASS)
         if defects:
-            status = _worst([status, TestResult.FAIL])
+            status = _worst([status, TestResult.FAIL]) if real else status
             children = []
             for i, d in enumerate(defects):
                 component = d.get("component") or d.get("reference_designator")
                 code = d.get("code") or d.get("defect_code") or "defect"
                 label = " ".join(str(x) for x in (component, code) if x) or f"defect {i + 1}"
-                detail = [f"{k}: {d[k]}" for k in ("code", "category", "description", "component", "location",
-                                                    "comments") if d.get(k) not in (None, "")]
-                extra = [f"{k}: {v}" for k, v in d.items() if k not in ("code", "category", "description",
-                         "component", "location", "comments", "inspection") and v not in (None, "", [], {})]
-                children.append(TestStep(name=label, status=TestResult.FAIL,
+                shown = ("code", "category", "description", "component", "location", "verification", "comments")
+                detail = [f"{k}: {d[k]}" for k in shown if d.get(k) not in (None, "")]
+                extra = [f"{k}: {v}" for k, v in d.items() if k not in (*shown, "inspection")
+                         and v not in (None, "", [], {})]
+                false_call = d.get("verification") in NOT_A_DEFECT  # verified at a repair station: not a defect
+                children.append(TestStep(name=label, status=TestResult.PASS if false_call else TestResult.FAIL,
                                          message="\n".join([*detail, *extra]) or None))
             out.append(builder.container(name, children, status))
         else:
@@ -416,10 +437,11 @@ def _misc_infos(custom: dict[str, Any], recipe: str | None, recipe_rev: str | No
         infos.append({"description": "RecipeRevision", "text": shorten(recipe_rev, NAME_MAX)})
 
     def add(key: str, value: Any) -> None:
-        if len(infos) >= MISC_INFOS_MAX or value is None or value == "":
-            return
-        desc = shorten(key, NAME_MAX)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        desc = shorten(key.strip(), NAME_MAX)
+        if len(infos) >= MISC_INFOS_MAX or value is None or value == "" or not desc:
+            return  # a key WATS cannot show (empty) is left out
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e300 \
+                and math.isfinite(float(value)) and (isinstance(value, float) or abs(value) < 2 ** 53):
             infos.append({"description": desc, "numeric": value})
         else:
             text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
@@ -456,11 +478,11 @@ def to_wsjf(event: Event, station: Station) -> dict[str, Any]:
     # the steps decide; the device's own verdict can make the result worse, never hide a failed step
     result = _worst([*statuses, r.result])
     product = product_of(event.payload, test_type, station)
-    uut: dict[str, Any] = {"user": _identifier(getattr(r, "operator_id", None) or station.operator, "operator",
-                                               station, forbidden=False)}
+    operator = (getattr(r, "operator_id", None) or "").strip() or station.operator
+    uut: dict[str, Any] = {"user": _identifier(operator, "operator", station, forbidden=False)}
     if r.end_time is not None:
         uut["execTime"] = max(0.0, round((r.end_time - r.start_time).total_seconds(), 6))
-    fixture = getattr(r, "fixture_id", None)
+    fixture = (getattr(r, "fixture_id", None) or "").strip()
     if fixture:
         uut["fixtureId"] = _identifier(fixture, "fixture_id", station, forbidden=False)
     if getattr(r, "test_socket", None) is not None:

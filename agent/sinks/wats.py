@@ -71,6 +71,8 @@ JSON = {"Content-Type": "application/json"}
 #: how a dead letter for a result without a part number begins: ``status`` groups them by recipe, and the uplink
 #: hands them back once a new ``[[sinks.wats.products]]`` rule (or a default) gives them one
 NO_PART_NUMBER = "waiting for a part-number rule: "
+#: how versions before the part-number rules said it: their dead letters are handed back too
+LEGACY_NO_PART_NUMBER = "cannot build a WSJF report: part_number is required"
 #: serialized components per unit from material.installed, for the unit's next report's subUnits
 COMPONENTS_KEY = "wats:components"
 COMPONENTS_KEPT = 200
@@ -289,8 +291,9 @@ class WatsSink(BaseHandler):
             except MappingError:
                 continue
             ready.append(dl)
+        for i in range(0, len(ready), 500):  # one statement per 500: within every SQLite's variable limit
+            self._journal.request_retry(ready[i:i + 500])
         if ready:
-            self._journal.request_retry(ready)
             log.info("wats: %d result(s) that waited for a part-number rule now have one; sending them", len(ready))
         return ready
 
@@ -633,6 +636,10 @@ class WatsSink(BaseHandler):
             raise PermanentError(f"{NO_PART_NUMBER}{e}") from None
         except MappingError as e:
             raise PermanentError(f"cannot build a WSJF report: {e}") from None
+        except Exception as e:  # noqa: BLE001 - a defect of ours on this one event must not hold every other
+            log.error("wats: building the report for event %s failed", event.id, exc_info=True)
+            raise PermanentError(f"cannot build a WSJF report (an agent bug, please report it): "
+                                 f"{type(e).__name__}: {e}") from None
         if note:  # the gist where WATS lists misc infos (100 characters at most), the whole story in the comment
             report["miscInfos"].append({"description": "ClockCorrection", "text": shorten(note, NAME_MAX)})
             report["uut"]["comment"] = shorten(note, LONG_TEXT_MAX)
@@ -652,8 +659,8 @@ class WatsSink(BaseHandler):
 def waiting_for_part_number(conn: "sqlite3.Connection") -> list[tuple[int, Event | None]]:
     """The uplink's dead letters that wait for a part-number rule: (dead-letter id, the event)."""
     out = []
-    rows = conn.execute("SELECT id, body FROM dead_letters WHERE subscriber = 'wats' AND instr(reason, ?) > 0 "
-                        "ORDER BY id", (NO_PART_NUMBER.strip(),))
+    rows = conn.execute("SELECT id, body FROM dead_letters WHERE subscriber = 'wats' AND (instr(reason, ?) > 0 "
+                        "OR instr(reason, ?) > 0) ORDER BY id", (NO_PART_NUMBER.strip(), LEGACY_NO_PART_NUMBER))
     for dl_id, body in rows:
         try:
             out.append((dl_id, decode(body)))

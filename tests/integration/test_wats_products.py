@@ -134,6 +134,50 @@ def test_recipe_as_part_number(wats, tmp_path):
     assert wats.audit == []
 
 
+def test_a_false_call_does_not_fail_the_board(wats, tmp_path):
+    """An AOI defect rejected at verification (a false call) is shown but does not fail the report."""
+    import json as _json
+
+    doc = _json.loads(cfx.encode(SAMPLES["aoi-units-inspected"][1]))
+    unit = doc["MessageBody"]["InspectedUnits"][0]
+    unit["OverallResult"] = "Passed"
+    unit["Inspections"][0]["Result"] = "Passed"
+    unit["Inspections"][0]["DefectsFound"][0]["Verification"] = "DefectRejected"
+    (ev,) = to_events(cfx.decode(_json.dumps(doc).encode())[0], "cfx:plant")
+    up = Uplink(tmp_path, cfg_for(wats, tmp_path, recipe_as_part_number=True))
+    up.bus.publish(ev)
+    assert wait_for(lambda: wats.unique_reports == 1, 10), wats.rejected
+    up.close()
+    report = wats.reports[ev.id]
+    assert report["result"] == "P"
+    defect = report["root"]["steps"][0]["steps"][0]
+    assert defect["status"] == "P" and "verification: DefectRejected" in defect["reportText"]
+
+
+def test_one_report_the_agent_cannot_build_never_holds_the_others(wats, tmp_path, monkeypatch):
+    """A defect of ours on one event (here: a report builder that raises something unexpected) dead-letters that
+    event; before, anything but a PermanentError was retried for ever and nothing behind it reached WATS."""
+    from agent.sinks import wats as wats_module
+
+    real = wats_module.to_wsjf
+
+    def flaky(event, station):
+        if event.payload["unit_id"] == "POISON":
+            raise OverflowError("int too large to convert to float")
+        return real(event, station)
+
+    monkeypatch.setattr(wats_module, "to_wsjf", flaky)
+    now = datetime.now(timezone.utc) - timedelta(seconds=1)
+    evs = [Event.create("test.result", {"unit_id": u, "part_number": "PN", "result": "pass", "start_time": now})
+           for u in ("POISON", "GOOD1", "GOOD2")]
+    up = Uplink(tmp_path, cfg_for(wats, tmp_path))
+    up.bus.publish_many(evs)
+    assert wait_for(lambda: wats.unique_reports == 2, 10), wats.rejected
+    reasons = [d.reason for d in up.journal.dead_letters()]
+    up.close()
+    assert len(reasons) == 1 and "an agent bug" in reasons[0] and "OverflowError" in reasons[0]
+
+
 def test_material_installed_becomes_the_units_sub_units(wats, tmp_path):
     now = datetime.now(timezone.utc)
     material = Event.create("material.installed", {

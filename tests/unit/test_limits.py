@@ -63,6 +63,9 @@ def test_a_measurement_and_its_report_agree_with_the_oracle(op, v, a, b):
     low, high = (lo, hi) if len(uses) == 2 else ((lo, None) if uses else (None, None))
     m = judged("m", v, "V", low, high, comp_op=op)
     expected = oracle(op, v, low, high)
+    if op == "EQT":  # not judgeable from what WSJF carries, and the source said nothing: an error, not a pass
+        assert m.status is E
+        return
     assert m.status is (P if expected in (True, None) else F)
     ev = Event.create("test.result", TestResultEvent(unit_id="U1", result=P, start_time=datetime.now(timezone.utc),
                                                      steps=[TestStep(name="s", status=P, measurements=[m])]))
@@ -85,6 +88,38 @@ def test_a_measurement_and_its_report_agree_with_the_oracle(op, v, a, b):
 def test_the_findings_of_issue_15_item_1(op, v, lo, hi, status):
     """Each of these was judged wrong before (low <= v <= high whatever the operator)."""
     assert judged("m", v, "", lo, hi, comp_op=op).status is status
+
+
+@settings(max_examples=500, deadline=None)
+@given(op=st.sampled_from(sorted(limits.NUMERIC)), v=finite, a=finite, b=finite)
+def test_swapped_limits_are_refused_naming_them(op, v, a, b):
+    """A range whose low limit is above its high one passes everything or nothing: refused, not judged."""
+    if limits.NUMERIC[op][0] != ("low", "high") or a <= b:
+        return
+    with pytest.raises(ValueError, match=f"low limit {a} is above the high limit {b}"):
+        judged("m", v, "V", a, b, comp_op=op)
+
+
+@pytest.mark.parametrize("m,status", [
+    (dict(value=None, expected="1.4.2"), E),  # an expected value and no reading: nothing was checked
+    (dict(value=None, expected=False), E),
+    (dict(value=1, expected=True), P), (dict(value=0, expected=True), F),  # devices send flags as 0/1
+    (dict(value=False, expected=True, comp_op="NE"), P), (dict(value=True, expected=True, comp_op="NE"), F),
+    (dict(value=5.0, expected="5"), P),  # a whole number compared as text is written as it is: 5, not 5.0
+    (dict(value=1000.0, comp_op="EQT", low=5.0), E),  # EQT with no word from the source
+    (dict(value=1000.0, comp_op="EQT", low=5.0, reported=F), F),
+])
+def test_edges_found_by_review(m, status):
+    args = dict(m)
+    name_args = {k: args.pop(k) for k in ("low",) if k in args}
+    assert judged("m", args.pop("value"), "", name_args.get("low"), **args).status is status
+
+
+def test_a_boolean_with_a_numeric_operator_is_refused():
+    with pytest.raises(ValueError, match="a boolean compares equal"):
+        judged("m", True, "", 1.0, 1.0, comp_op="GELE")
+    with pytest.raises(ValueError, match="is not true or false"):
+        judged("m", 5, expected=True)
 
 
 def test_log_with_limits_is_logged_not_judged_and_the_limits_are_not_sent_as_judged():
