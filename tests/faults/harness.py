@@ -13,6 +13,9 @@ from the seed:
 - the journal's file system is filled for a few seconds (a tmpfs of its own, as root);
 - a page of the journal is turned to garbage while the agent is down (``corruptions`` times);
 - the agent's wall clock steps back and forward (libfaketime, ``clock_jumps`` times; monotonic untouched);
+- the power is cut (``power_cuts`` times, as root with FUSE): the journal's file system is ``powercut_fs``, which
+  loses at a cut every write not fsynced and every directory entry whose directory was not fsynced; one cut falls in
+  the first second of the fresh journal, one in a salvage, some in a checkpoint, the rest at random moments;
 - bad input arrives: MQTT payloads that are not JSON, garbled serial lines.
 
 At the end every fault is healed, everything drains, and the run reconciles: every message the controller saw
@@ -24,6 +27,7 @@ telemetry consumer, and every result, state change and fault the MES, at least o
 salvaged whole.
 
     .venv/bin/python -m tests.faults.harness --seed 7 --kills 200 --seconds 600 --results 3000   # the long form
+    .venv/bin/python -m tests.faults.harness --seed 7 --power-cuts 40 ...   # with power cuts (docs/faults.md)
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ import paho.mqtt.client as mqtt
 from agent.events.journal import Journal
 from agent.simulator import JsonLinesController, PtyFixture
 from tests.agent_process import dead_letters, events, source_status, status
+from tests.faults.powercut_fs import PowerCutMount
 from tests.conftest import ROOT, cli_cmd, free_port, wait_for
 from tests.mosquitto import Mosquitto
 from tests.rabbitmq import SERVER as RABBITMQ_SERVER, RabbitMQ, envelope_of, send as amqp_send
@@ -81,6 +86,9 @@ class Figures:
     disk_full: int = 0
     corruptions: int = 0
     clock_jumps: int = 0
+    power_cuts: Counter = field(default_factory=Counter)  # by moment: random, first second, salvage, checkpoint
+    unsynced_lost: int = 0  # bytes written but not fsynced when the power went (what a cut took)
+    entries_lost: int = 0  # directory entries not yet durable when the power went
     died_by_itself: int = 0
     exit_codes: list = field(default_factory=list)  # of the deaths by itself (negative: the signal)
     wats_faults: Counter = field(default_factory=Counter)
@@ -92,15 +100,29 @@ class Figures:
 class FaultRun:
     def __init__(self, work: Path, *, seed: int, kills: int, seconds: float, results: int = 300,
                  serial_messages: int = 400, spread: float = 0.5, audit: bool = True, corruptions: int = 2,
-                 clock_jumps: int = 8, cfx_messages: int = 200) -> None:
+                 clock_jumps: int = 8, cfx_messages: int = 200, power_cuts: int = 0, journal_sync: str = "full",
+                 skip_dir_fsync: bool = False) -> None:
         """The load is spread over the first ``spread`` of the run (the rest drains under faults); ``audit``
-        keeps every event in the journal for the reconciliation."""
+        keeps every event in the journal for the reconciliation. ``power_cuts`` of the ``kills`` are power cuts
+        (plus one in the first second); ``journal_sync = "normal"`` and ``skip_dir_fsync`` (the file system ignores
+        the fsync of the data directory's parent, as if the agent skipped it) are there to show the check fails."""
         self.work, self.seed, self.kills, self.seconds = work, seed, kills, seconds
         self.rng = random.Random(seed)  # the fault schedule
         self.station_rng = random.Random(seed + 1)  # the station's bad payloads: its own, or threads reorder draws
         self.stopped_cleanly = False
         self.results, self.serial_messages, self.spread, self.audit = results, serial_messages, spread, audit
         self.corruptions, self.clock_jumps = min(corruptions, kills), clock_jumps
+        self.journal_sync = journal_sync
+        why_not = PowerCutMount.available() if power_cuts else "not asked"
+        self.power_cuts = min(power_cuts, kills) if why_not is None else 0
+        self.no_power_cuts = why_not if power_cuts else None  # said in the summary when asked for and impossible
+        self.disk: PowerCutMount | None = None
+        if self.power_cuts:  # the journal's directory is made by the agent, inside the cut-able file system
+            self.disk = PowerCutMount(work / "disk-backing", work / "disk", work / "disk-state",
+                                      ignore_dir_fsync=("/",) if skip_dir_fsync else ())
+            self.data = work / "disk" / "data"
+        else:
+            self.data = work / "data"
         self.clock_file = work / "faketime"  # the agent's wall-clock offset (libfaketime reads it at every call)
         self._set_clock("+0")
         self.started_at = time.time()
@@ -145,9 +167,10 @@ class FaultRun:
 station = "fault-station"
 location = "Line 1"
 purpose = "Fault injection"
-data_dir = "{self.work / 'data'}"
+data_dir = "{self.data}"
 [journal]
 max_bytes = "256MB"
+sync = "{self.journal_sync}"
 [metrics]
 listen = "127.0.0.1:{free_port()}"
 [[sources.serial]]
@@ -174,14 +197,21 @@ reconnect_max = "1s"
 {self._cfx_config()}""")
         self.wats.register_asset(ASSET)
         # room for the journal, a salvage copy and every corrupt file kept aside (never deleted by the agent)
-        self.tmpfs = self._mount_small_fs(self.work / "data", 32 + 16 * self.corruptions)
+        if self.disk is not None:  # the tmpfs under the power-cut file system: full disks go through it
+            self.tmpfs = self._mount_small_fs(self.disk.backing, 32 + 16 * self.corruptions)
+            self.disk.start()
+        else:
+            self.tmpfs = self._mount_small_fs(self.data, 32 + 16 * self.corruptions)
         # the journal forgets what every subscriber has; an audit subscriber that never reads keeps it all for the
         # reconciliation (the agent leaves a subscriber it does not run alone: ``subscribers drop`` is for humans)
         if self.audit:
-            with Journal(self.work / "data" / "journal.db") as j:
+            with Journal(self.data / "journal.db") as j:
                 j.register_subscriber("audit")
         self._start_telemetry_consumer()
         self._start_agent()
+        if self.power_cuts:  # the first second of a fresh journal
+            time.sleep(self.rng.uniform(0.1, 1.0))
+            self._power_cut("first second")
         # the agent's session must exist before a station publishes: the broker queues only for known sessions
         assert wait_for(lambda: source_status(self.cfg, "mqtt:mqtt").get("online"), 30), \
             "the agent never subscribed: " + (self.work / "agent.log").read_text()[-2000:]
@@ -342,6 +372,10 @@ reconnect_max = "1s"
         end = time.monotonic() + self.seconds
         kill_at = sorted(self.rng.uniform(0, self.seconds) for _ in range(self.kills))
         corrupt_after = set(self.rng.sample(range(self.kills), min(self.corruptions, self.kills)))
+        # power cuts instead of some kills (a salvage is cut at a corruption, the first second is cut at start)
+        cut_at = set(self.rng.sample(sorted(set(range(self.kills)) - corrupt_after), min(
+            self.power_cuts, self.kills - len(corrupt_after)))) if self.power_cuts else set()
+        checkpoint_cuts = set(self.rng.sample(sorted(cut_at), min(len(cut_at), max(2, len(cut_at) // 6))))
         if LIBFAKETIME and self.clock_jumps:
             threading.Thread(target=self._jump_clock, daemon=True).start()
         t0 = time.monotonic()
@@ -349,8 +383,12 @@ reconnect_max = "1s"
         for n, at in enumerate(kill_at):
             time.sleep(max(0.0, t0 + at - time.monotonic()))
             owed += n in corrupt_after
-            corrupted = self._kill_agent(corrupt=owed > 0)
-            owed -= corrupted
+            if n in cut_at:
+                self._power_cut("checkpoint" if n in checkpoint_cuts else "random")
+                corrupted = False
+            else:
+                corrupted = self._kill_agent(corrupt=owed > 0)
+                owed -= corrupted
             if self.rng.random() < 0.08:
                 self._kill_broker()
             if self.cfx and self.rng.random() < 0.06:
@@ -396,14 +434,45 @@ reconnect_max = "1s"
         time.sleep(self.rng.uniform(0, 0.3))
         corrupted = corrupt and self._corrupt_journal()
         self._start_agent()
+        if corrupted and self.power_cuts and self.figures.power_cuts["salvage"] == 0:
+            self._power_cut("salvage")  # the agent salvages the corrupt journal now: cut it in the middle
         return corrupted
+
+    def _power_cut(self, moment: str) -> None:
+        """The power goes: the file system freezes (nothing more becomes durable, everything fails), the agent dies
+        with it, the file system comes back with only what was durable, and the agent starts on it. ``moment``:
+        ``random`` (now), ``first second`` (now, called then), ``checkpoint`` (at a write of the journal's main
+        file, which in WAL mode only a checkpoint does: the one the agent runs as it stops, asked by SIGTERM),
+        ``salvage`` (at an operation of the salvage the agent has just begun)."""
+        assert self.disk is not None
+        if self.agent.poll() is not None:
+            self._died()
+        if moment in ("checkpoint", "salvage"):
+            self.disk.arm("db-write" if moment == "checkpoint" else "salvage", self.rng.randint(1, 5 if moment ==
+                                                                                                 "checkpoint" else 40))
+            if moment == "checkpoint":
+                self.agent.send_signal(signal.SIGTERM)
+            if not wait_for(lambda: self.disk.frozen or self.agent.poll() is not None, 15, interval=0.02) \
+                    or not self.disk.frozen:
+                moment += " (not reached: cut after it)"
+        report = self.disk.cuts[-1] if self.disk.frozen else self.disk.freeze()
+        self.agent.send_signal(signal.SIGKILL)
+        self.agent.wait(10)
+        if report.get("checkpoint_under_way") and moment == "random":
+            moment = "random, in a checkpoint"
+        self.figures.power_cuts[moment] += 1
+        self.figures.unsynced_lost += sum(n for p, n in report.get("unsynced_bytes", {}).items() if "/journal.db" in p)
+        self.figures.entries_lost += report.get("entries_not_durable", 0)
+        self.disk.remount()
+        time.sleep(self.rng.uniform(0, 0.3))
+        self._start_agent()
 
     def _corrupt_journal(self) -> bool:
         """A page of the journal's id index turned to garbage, as an SD card returns a bad block: the agent must
         notice at start and salvage every row (the tables are intact). What a damaged *table* page costs is
         proven in tests/unit/test_salvage.py; here the reconciliation can then still demand "nothing lost"."""
-        db = self.work / "data" / "journal.db"
-        if (self.work / "data" / "filler").exists() or (self.work / "data" / "journal.db.salvaged").exists():
+        db = self.data / "journal.db"
+        if (self.data / "filler").exists() or (self.data / "journal.db.salvaged").exists():
             return False  # no room for a salvaged copy, or a salvage still to be finished: at the next kill
         conn = sqlite3.connect(db)
         try:
@@ -415,6 +484,7 @@ reconnect_max = "1s"
         with open(db, "r+b") as f:
             f.seek((self.rng.choice(pages) - 1) * page_size)
             f.write(self.rng.randbytes(page_size))
+            f.flush()  # the fsync below made nothing durable without it (found by the power cuts)
             os.fsync(f.fileno())
         self.figures.corruptions += 1
         return True
@@ -445,7 +515,7 @@ reconnect_max = "1s"
 
     def _fill_disk(self) -> None:
         """The journal's file system full for a few seconds: sources must stop acknowledging, not lose."""
-        filler = self.work / "data" / "filler"
+        filler = self.data / "filler"
         try:
             with open(filler, "wb") as f:
                 while True:
@@ -453,7 +523,7 @@ reconnect_max = "1s"
         except OSError:
             pass  # ENOSPC: full
         self.figures.disk_full += 1
-        threading.Timer(self.rng.uniform(8, 15), lambda: filler.unlink(missing_ok=True)).start()
+        threading.Timer(self.rng.uniform(8, 15), _unlink_quietly, (filler,)).start()
 
     def _wats_fault(self) -> None:
         f = self.wats.faults
@@ -473,7 +543,7 @@ reconnect_max = "1s"
 
     # ------------------------------------------------------------------------------------------------ the end
     def heal_and_drain(self, timeout: float = 180) -> bool:
-        (self.work / "data" / "filler").unlink(missing_ok=True)
+        _unlink_quietly(self.data / "filler")
         self.wats.up = True
         self.wats.faults.rate_limit_next = self.wats.faults.unavailable_next = 0
         self.wats.faults.slow_next = self.wats.faults.reset_after_read_next = 0
@@ -498,7 +568,7 @@ reconnect_max = "1s"
             station = sum(1 for e in journal if e["event_type"] == "test.result"
                           and e["payload"].get("fixture_id") == STATION)
             plant = sum(1 for e in journal if e["event_type"] == "production.work_started")
-            to_mes = {e["metadata"]["event_id"] for e in journal if e["event_type"] in CFX_PUBLISHED}
+            to_mes = {e["metadata"]["event_id"] for e in journal if _to_mes(e)}
             done = station >= sum(self.published.values()) and \
                 {e["metadata"]["event_id"] for e in journal} <= self.telemetry_ids and \
                 (not self.cfx or (plant >= len(self.cfx_accepted) and to_mes <= self.mes_ids))
@@ -530,8 +600,11 @@ reconnect_max = "1s"
         self.agent_log.close()
 
     def unmount(self) -> None:
+        if self.disk is not None:
+            self.disk.stop()
         if self.tmpfs:
-            subprocess.run(["umount", "-l", str(self.work / "data")], capture_output=True)
+            where = self.disk.backing if self.disk is not None else self.data
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
     def reconcile(self) -> list[Check]:
         journal = events(self.cfg)
@@ -598,14 +671,14 @@ reconnect_max = "1s"
             plant = Counter(e["payload"]["unit_id"] for e in by_type.get("production.work_started", []))
             checks.append(_same("CFX messages the broker accepted journaled exactly once",
                                 Counter(dict.fromkeys(self.cfx_accepted, 1)), plant))
-            to_mes = {e["id"] for e in journal if e["event_type"] in CFX_PUBLISHED} & scope
+            to_mes = {e["id"] for e in journal if _to_mes(e)} & scope
             checks.append(Check("every result, state change and fault reached the MES over CFX at least once",
                                 to_mes <= self.mes_ids, f"{len(to_mes - self.mes_ids)} of {len(to_mes)} never arrived"))
 
         # the corrupted journals: noticed at start and salvaged whole (an index page: every row is still readable)
         log = (self.work / "agent.log").read_text(errors="replace")
         salvages = [line for line in log.splitlines() if "JOURNAL CORRUPT" in line]
-        kept = [p for p in (self.work / "data").glob("journal.db.corrupt-*") if not p.name.endswith(("-wal", "-shm"))]
+        kept = [p for p in self.data.glob("journal.db.corrupt-*") if not p.name.endswith(("-wal", "-shm"))]
         checks.append(Check("every corrupted journal was noticed and salvaged with nothing unreadable",
                             self.figures.corruptions == self.corruptions and len(kept) == self.corruptions
                             and salvages and all("nothing unreadable" in line for line in salvages),
@@ -638,7 +711,35 @@ reconnect_max = "1s"
                 f"{f.rabbit_kills if self.cfx else 'no RabbitMQ: no'} RabbitMQ kills, {f.corruptions} journals "
                 f"corrupted, {f.clock_jumps if LIBFAKETIME else 'no libfaketime: no'} clock steps, {f.disk_full} disk full "
                 f"({f'{refused} writes refused' if self.tmpfs else 'not as root: not injected'}), WATS faults: {faults}; "
-                f"lost {f.lost}, duplicate ids {f.duplicate_ids}, resent posts {f.resent_posts}")
+                f"lost {f.lost}, duplicate ids {f.duplicate_ids}, resent posts {f.resent_posts}"
+                + self._power_summary())
+
+    def _power_summary(self) -> str:
+        if self.no_power_cuts:
+            return f"; no power cuts: {self.no_power_cuts}"
+        if not self.power_cuts:
+            return ""
+        f = self.figures
+        moments = ", ".join(f"{k} {v}" for k, v in sorted(f.power_cuts.items()))
+        return (f"; {sum(f.power_cuts.values())} power cuts ({moments}): {f.unsynced_lost / 1e3:.0f} KB of the journal's "
+                f"files unsynced and {f.entries_lost} directory entries not yet durable when they came (journal.sync {self.journal_sync}"
+                + (", the data directory's parent never fsynced" if self.disk.ignore_dir_fsync else "") + ")")
+
+
+def _to_mes(e: dict) -> bool:
+    """What the agent's CFX endpoint publishes: the fixture's own results, states and faults; not what the MQTT
+    or CFX ingest journaled for other equipment (``cfx_mapping.is_own``; ``sinks.cfx.republish`` is off here)."""
+    from agent.protocols.cfx_mapping import FOREIGN_SOURCES
+
+    return e["event_type"] in CFX_PUBLISHED and e["metadata"]["source"].split(":", 1)[0] not in FOREIGN_SOURCES
+
+
+def _unlink_quietly(path: Path) -> None:
+    """The filler goes, whether or not a power cut took it first (or the file system is being remounted)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _close_quietly(conn) -> None:
@@ -682,12 +783,20 @@ def main() -> int:
     ap.add_argument("--cfx-messages", type=int, default=200, help="CFX messages from the plant (0: no RabbitMQ)")
     ap.add_argument("--corruptions", type=int, default=2, help="journal corruptions (while the agent is down)")
     ap.add_argument("--clock-jumps", type=int, default=8, help="steps of the agent's wall clock (libfaketime)")
+    ap.add_argument("--power-cuts", type=int, default=0,
+                    help="power cuts among the kills (powercut_fs; as root with FUSE), plus one in the first second")
+    ap.add_argument("--journal-sync", choices=("full", "normal"), default="full",
+                    help='journal.sync; "normal" must make the power cuts lose events (the check can fail)')
+    ap.add_argument("--skip-dir-fsync", action="store_true",
+                    help="the file system ignores the fsync of the data directory's parent, as if the agent skipped "
+                         "it (the check must find the loss)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (journal, logs) and print where")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fa-faults-"))
     checks, line = run(work, seed=args.seed, kills=args.kills, seconds=args.seconds, results=args.results,
                        serial_messages=args.results + 100, corruptions=args.corruptions,
-                       clock_jumps=args.clock_jumps, cfx_messages=args.cfx_messages)
+                       clock_jumps=args.clock_jumps, cfx_messages=args.cfx_messages, power_cuts=args.power_cuts,
+                       journal_sync=args.journal_sync, skip_dir_fsync=args.skip_dir_fsync)
     if args.keep:
         print(f"work dir: {work}")
     else:
