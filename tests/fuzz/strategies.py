@@ -58,14 +58,16 @@ class Tally:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.started = time.monotonic()
+        self.started: float | None = None  # at the first input, not at import
         self.accepted = 0
         self.refused: Counter[str] = Counter()
 
     def accept(self) -> None:
+        self.started = self.started or time.monotonic()
         self.accepted += 1
 
     def refuse(self, reason: str) -> None:
+        self.started = self.started or time.monotonic()
         self.refused[self.kind(reason)] += 1
 
     @staticmethod
@@ -77,7 +79,7 @@ class Tally:
     def report(self) -> dict[str, Any]:
         doc = {"test": self.name, "inputs": self.accepted + sum(self.refused.values()), "accepted": self.accepted,
                "refused": sum(self.refused.values()), "kinds_of_refusal": len(self.refused),
-               "top_refusals": self.refused.most_common(5), "seconds": round(time.monotonic() - self.started, 1)}
+               "top_refusals": self.refused.most_common(5), "seconds": round(time.monotonic() - (self.started or time.monotonic()), 1)}
         path = os.environ.get("FIXTURE_AGENT_FUZZ_REPORT")
         if path:
             with open(path, "a") as f:

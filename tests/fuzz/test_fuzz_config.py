@@ -125,7 +125,7 @@ def test_any_text_is_a_config_or_a_config_error_naming_the_file(raw):
         _tally_text.accept()
 
 
-def test_zz_report():
-    """Last in the file: the tallies (printed with -s; appended to $FIXTURE_AGENT_FUZZ_REPORT)."""
+def teardown_module():
+    """The tallies, once every test of the file ran (printed with -s; appended to $FIXTURE_AGENT_FUZZ_REPORT)."""
     for t in (_tally_values, _tally_text):
         print(t.report())
