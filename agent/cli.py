@@ -106,8 +106,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .runtime import journal_refusal, journal_stats_readonly
 
     cfg = _config(args)
-    stats = journal_stats_readonly(cfg)
     pid = _agent_pid(cfg)
+    if getattr(args, "html", None):
+        return _status_html(args, cfg, pid)
+    stats = journal_stats_readonly(cfg)
     if stats is None:
         doc = {"station": cfg.agent.station, "agent_pid": pid, "journal": None}
         _out(args, doc, f"station {cfg.agent.station}: no journal yet at {cfg.journal_path}")
@@ -195,6 +197,21 @@ def cmd_status(args: argparse.Namespace) -> int:
                              "([[sinks.wats.products]]; they are sent at the next start once one matches): "
                              + ", ".join(f"recipe {r} ({n})" for r, n in sorted(waiting.items())))
     _out(args, doc, "\n".join(lines))
+    return EXIT_OK
+
+
+def _status_html(args: argparse.Namespace, cfg: Config, pid: int | None) -> int:
+    """``status --html FILE``: the status page the agent serves at ``/``, written from the journal alone."""
+    from .statuspage import write_html
+
+    path = Path(args.html)
+    try:
+        model = write_html(cfg, path, agent_pid=pid)
+    except OSError as e:
+        print(f"fixture-agent status: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_ERROR
+    _out(args, {"html": str(path), "journal": model.journal_path, "agent_pid": pid},
+         f"wrote {path} (from {model.journal_path}{'' if model.stats else ': no journal yet'})")
     return EXIT_OK
 
 
@@ -647,6 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("status", parents=[common], help="journal, subscribers, backlog, dead letters")
+    s.add_argument("--html", metavar="FILE", help="write the status page (what the agent serves at /) to FILE")
     s.set_defaults(func=cmd_status)
 
     e = sub.add_parser("events", parents=[common], help="the newest events in the journal")

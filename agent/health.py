@@ -48,10 +48,12 @@ class HealthServer:
     """The metrics/health listener; ``start`` and ``stop`` as a lifecycle component."""
 
     def __init__(self, host: str, port: int, metrics_text: Callable[[], str],
-                 health: Callable[[], tuple[int, dict[str, Any]]], *, workers: int = 2, queue_size: int = 16,
+                 health: Callable[[], tuple[int, dict[str, Any]]], *, page: Callable[[], str] | None = None,
+                 workers: int = 2, queue_size: int = 16,
                  max_connections: int = 64, head_timeout: float = 5.0, send_timeout: float = 5.0) -> None:
         self._metrics_text = metrics_text
         self._health = health
+        self._page = page  # the status page at / (agent/statuspage.py), if the agent serves one
         self.workers = workers
         self.max_connections = max_connections
         self.head_timeout = head_timeout
@@ -83,7 +85,7 @@ class HealthServer:
                           for i in range(self.workers)]
         for t in self._threads:
             t.start()
-        log.info("metrics and health on http://%s:%d/ (/metrics, /healthz)", *self.address)
+        log.info("status page, metrics and health on http://%s:%d/ (/, /metrics, /healthz)", *self.address)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -225,7 +227,9 @@ class HealthServer:
             if path == "/healthz":
                 code, doc = self._health()
                 return code, "application/json", json.dumps(doc, indent=1).encode()
-            return 404, "text/plain", b"not found: try /metrics or /healthz\n"
+            if path in ("/", "/index.html") and self._page is not None:
+                return 200, "text/html; charset=utf-8", self._page().encode()
+            return 404, "text/plain", b"not found: try /, /metrics or /healthz\n"
         except Exception as e:  # noqa: BLE001 - reported to the client, logged
             log.exception("health endpoint failed")
             return 500, "text/plain", f"error: {type(e).__name__}\n".encode()

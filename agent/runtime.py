@@ -131,11 +131,16 @@ class Agent:
             self.bus.register_transport(src)
 
         if cfg.metrics.enabled:
+            from .activity import Activity
             from .health import HealthServer
 
+            # the status page's memory (a ring of samples, the last results); the page itself is imported per request
+            self.activity = Activity(self.metrics, self.journal.stats)
+            self.bus.on_event(self.activity.on_event)
+            self.lifecycle.add_component(self.activity, priority=11)
             host, port = parse_listen(cfg.metrics.listen)
             try:
-                self.health_server = HealthServer(host, port, self.metrics_text, self.health)
+                self.health_server = HealthServer(host, port, self.metrics_text, self.health, page=self.status_page)
             except OSError as e:  # the port in use: only start-up can know
                 raise preflight.listen_error(cfg, "metrics.listen", cfg.metrics.listen, e) from None
             self.lifecycle.add_component(self.health_server, priority=5)
@@ -199,8 +204,17 @@ class Agent:
 
     # ------------------------------------------------------------------------------------------------ health
     def metrics_text(self) -> str:
+        from .events.ids import clock_synchronized
+
         stats = self.journal.stats()
-        return render_prometheus(self.metrics, stats)
+        return render_prometheus(self.metrics, stats, extra={"clock_synchronized": int(clock_synchronized())},
+                                 info={"version": __version__, "station": self.config.agent.station})
+
+    def status_page(self) -> str:
+        """``GET /``: imported here, at the first request, so an agent nobody looks at does not carry it."""
+        from .statuspage import live_page
+
+        return live_page(self)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         problems, warnings = [], []

@@ -162,6 +162,11 @@ class EventMetrics:
         }
 
 
+#: the help text of the gauges the runtime adds (``extra``)
+EXTRA_HELP = {"clock_synchronized": "1 when the kernel says NTP has synchronised the clock (adjtimex), else 0; "
+                                    "WATS reports wait while it is 0."}
+
+
 def _esc(v: str) -> str:
     return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -170,8 +175,10 @@ def _labels(**kw: str) -> str:
     return "{" + ",".join(f'{k}="{_esc(str(v))}"' for k, v in kw.items()) + "}"
 
 
-def render_prometheus(metrics: EventMetrics, stats: "JournalStats | None", extra: dict[str, float] | None = None) -> str:
-    """Prometheus text exposition (version 0.0.4) of the counters plus the journal's gauges."""
+def render_prometheus(metrics: EventMetrics, stats: "JournalStats | None", extra: dict[str, float] | None = None,
+                      info: dict[str, str] | None = None) -> str:
+    """Prometheus text exposition (version 0.0.4) of the counters plus the journal's gauges. ``info`` labels a
+    constant ``fixture_agent_info`` sample (version, station), so a fleet dashboard can name each target."""
     out: list[str] = []
 
     def family(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
@@ -234,6 +241,8 @@ def render_prometheus(metrics: EventMetrics, stats: "JournalStats | None", extra
                [(_labels(subscriber=s["name"]), s["backlog"]) for s in stats.subscribers])
         family("subscriber_oldest_unacked_seconds", "gauge", "Age of the oldest event the subscriber has not acknowledged.",
                [(_labels(subscriber=s["name"]), s["oldest_unacked_age_s"]) for s in stats.subscribers])
+    if info:
+        family("info", "gauge", "Always 1; the labels say which agent this is.", [(_labels(**info), 1)])
     for name, value in (extra or {}).items():
-        family(name, "gauge", name.replace("_", " ") + ".", [("", value)])
+        family(name, "gauge", EXTRA_HELP.get(name, name.replace("_", " ") + "."), [("", value)])
     return "\n".join(out) + "\n"
