@@ -507,7 +507,7 @@ class MqttSourceSection(MqttConnectionSection, kw_only=True):
                                  f"({self.max_payload_bytes} bytes: a packet carries the topic too) and at most "
                                  "256MiB")
         if not 0 < self.rate_limit <= 1e6:
-            raise FieldError("rate_limit", self.rate_limit, "must be more than 0 (messages per second per device)")
+            raise FieldError("rate_limit", self.rate_limit, "must be more than 0 and at most 1000000 (messages per second per device)")
         if self.rate_burst < 1:
             raise FieldError("rate_burst", self.rate_burst, "must be at least 1")
         if not 1 <= self.receive_maximum <= 65535:

@@ -142,7 +142,7 @@ def _agent_ingest(port: int, payloads: list[bytes], tmp: Path) -> float:
     from agent.sources.mqtt import MqttSource
 
     tmp.mkdir()
-    cfg = parse_config(f'[agent]\nstation = "bench"\n[sources.mqtt]\nport = {port}\nrate_limit = 1e9\n'
+    cfg = parse_config(f'[agent]\nstation = "bench"\n[sources.mqtt]\nport = {port}\nrate_limit = 1e6\n'
                        f'rate_burst = 1000000\nreceive_maximum = {RECEIVE_MAXIMUM}\nname = "{tmp.name}"\n')
     j = Journal(tmp / "journal.db", max_bytes=1 << 34)
     bus = EventBus(j)
