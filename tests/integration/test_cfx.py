@@ -769,7 +769,12 @@ def test_a_dead_amqp_thread_reaches_the_thread_death_hook(monkeypatch):
 
 def listening_socket(agent, port) -> bool:
     """Is the agent listening on ``port`` (without connecting: the accept would kill it here)?"""
-    inodes = {os.readlink(f"/proc/{agent.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{agent.pid}/fd")}
+    inodes = set()
+    for fd in os.listdir(f"/proc/{agent.pid}/fd"):
+        try:
+            inodes.add(os.readlink(f"/proc/{agent.pid}/fd/{fd}"))
+        except FileNotFoundError:
+            pass  # closed between the listing and the read: the agent runs on while we look
     for line in open("/proc/net/tcp").readlines()[1:]:
         f = line.split()
         if int(f[1].split(":")[1], 16) == port and f[3] == "0A" and f"socket:[{f[9]}]" in inodes:
