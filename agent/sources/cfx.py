@@ -41,17 +41,16 @@ from proton.handlers import MessagingHandler  # this module is imported only whe
 
 from ..config import CfxSourceSection
 from ..events.backoff import backoff_delay
-from ..events.journal import JournalFull
 from ..events.model import Event
 from ..events.recent import RecentKeys
 from ..events.transports import BaseTransport, TransportState
 from ..protocols import cfx
 from ..protocols.amqp_connection import ContainerThread, Reconnecting, connect_options, guarded, refuse_oversize
 from ..protocols.cfx_mapping import MAPPERS, RELAYED_BY, to_events
+from .base import STATUS_EVERY, StatusRecord
 
 log = logging.getLogger(__name__)
 
-STATUS_EVERY = 1.0
 #: a message relayed this many times is taken for a loop whoever relayed it
 MAX_RELAYS = 4
 #: the units of a message that becomes one event per unit (a relay sends each unit's own part)
@@ -90,7 +89,7 @@ class CfxSource(BaseTransport):
         self.not_mapped: Counter[str] = Counter()
         self.recent = RecentKeys(cfg.dedup_window)
         self._container: ContainerThread | None = None
-        self._status_at = 0.0
+        self.status = StatusRecord(self.name, lambda: self._bus.journal if self._bus is not None else None)
         self.own_handles: set[str] = {self.handle.lower()}
         self.keep_original = False  # the endpoint relays others' events: keep what they sent, to send it on
         self.loop_last: str | None = None
@@ -273,18 +272,13 @@ class CfxSource(BaseTransport):
         self.counts["messages"] += len(pending)
 
     def record_status(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if self._bus is None or (not force and now - self._status_at < STATUS_EVERY):
-            return
-        self._status_at = now
-        doc = {"port": f"{self.cfg.url} {self.cfg.address}", "online": self.state is TransportState.CONNECTED,
-               "handle": self.handle, **dict(self.counts), "not_mapped": dict(self.not_mapped),
-               "loop_last": self.loop_last,
-               "last_error": self._last_error, "since": datetime.now(timezone.utc).isoformat()}
-        try:
-            self._bus.journal.set_state(f"source:{self.name}", doc)
-        except JournalFull:
-            pass
+        self.status.write(self._status_doc, force)
+
+    def _status_doc(self) -> dict[str, Any]:
+        return {"port": f"{self.cfg.url} {self.cfg.address}", "online": self.state is TransportState.CONNECTED,
+                "handle": self.handle, **dict(self.counts), "not_mapped": dict(self.not_mapped),
+                "loop_last": self.loop_last,
+                "last_error": self._last_error, "since": datetime.now(timezone.utc).isoformat()}
 
     def get_stats(self) -> dict[str, Any]:
         return {**super().get_stats(), **dict(self.counts), "not_mapped": dict(self.not_mapped)}

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..config import GpioSourceSection
-from ..events.journal import JournalFull
+from ..events.journal import JournalError
 from ..events.model import Event, EventType
 from ..events.payloads import AssetState, AssetStateChangedEvent, TestResult, TestResultEvent, TestStep
 from ..events.transports import ThreadedTransport
@@ -132,7 +132,7 @@ class GpioSource(ThreadedTransport):
                 self.ledger.increment(n)
                 self._pending -= n
                 self._published += 1
-            except JournalFull as e:
+            except JournalError as e:  # at its bound or the disk full
                 log.error("gpio: %s; %d press(es) kept pending", e, self._pending)
 
     # --------------------------------------------------------------------------------------------- lid
@@ -142,7 +142,7 @@ class GpioSource(ThreadedTransport):
         payload = AssetStateChangedEvent(asset_id=self.cfg.asset_id, new_state=state, timestamp=_now(), reason=reason)
         try:
             self.publish_event(Event.create(EventType.ASSET_STATE_CHANGED, payload, source=self.name))
-        except JournalFull as e:
+        except JournalError as e:  # at its bound or the disk full
             log.error("gpio: lid change not recorded: %s", e)
 
     # --------------------------------------------------------------------------------------------- lamps

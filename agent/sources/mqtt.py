@@ -36,12 +36,12 @@ import msgspec
 
 from ..config import MqttSourceSection, default_client_id
 from ..events.backoff import backoff_delay
-from ..events.journal import JournalFull
 from ..events.model import Event
 from ..events.recent import RecentKeys
 from ..events.transports import BaseTransport, TransportState
 from ..protocols import jsondepth, mqtt_adapters as adapters
 from ..protocols.mqtt_connection import MqttConnection
+from .base import StatusRecord
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH = 500  # messages journaled in one transaction at most
-STATUS_EVERY = 1.0  # seconds between status records while counts change
 QOS0_BACKLOG = 10000  # QoS 0 messages waiting for the worker at most; beyond, they are dropped and counted
 KEPT_OVERSIZE = 4096  # of an oversized payload, this much is kept in the dead letter
 #: A device's own time ahead of our receive time by more than this does not become its mark: one message stamped
@@ -124,7 +123,9 @@ class MqttSource(BaseTransport):
         self.cfg = cfg
         self.routes = build_routes(cfg)
         self.client_id = cfg.client_id or default_client_id(station, cfg.name)
-        self.counts: Counter[str] = Counter()
+        # every count named from the start, so status says "received 0" rather than leaving the key out
+        self.counts: Counter[str] = Counter(dict.fromkeys(
+            ("received", "journaled", "duplicates", "bad", "rate_limited", "stale_counters", "dropped_qos0"), 0))
         self.limiter = DeviceRateLimit(cfg.rate_limit, cfg.rate_burst)
         self._limited_noted: dict[str, float] = {}
         self._bad: list[tuple[str, bytes, str]] = []  # the batch's bad input, journaled with it
@@ -137,8 +138,7 @@ class MqttSource(BaseTransport):
         self._worker: threading.Thread | None = None
         self.recent = RecentKeys(cfg.dedup_window)
         self.counter_marks: dict[str, str] = {}  # asset → the newest device time of its journaled counters (ISO)
-        self._status_at = 0.0
-        self._status_dirty = False
+        self.status = StatusRecord(self.name, lambda: self._bus.journal if self._bus is not None else None)
         self.conn: MqttConnection | None = None
         self._subscribing: dict[str, int] | None = None
 
@@ -231,10 +231,9 @@ class MqttSource(BaseTransport):
         else:
             self._last_error = None
             if self._subscribing is not None and self._bus is not None:
-                try:
-                    self._bus.journal.set_state(self.topics_key, self._subscribing)
-                except JournalFull:
-                    pass
+                # if this cannot be kept, the next connect subscribes again: retained messages come again, and
+                # their digests recognise the ones already journaled
+                self.status.put(self._bus.journal, self.topics_key, self._subscribing)
         self._subscribing = None
         self._online()
 
@@ -262,8 +261,7 @@ class MqttSource(BaseTransport):
             try:
                 first = self._inbox.get(timeout=0.2)
             except queue.Empty:
-                if self._status_dirty:
-                    self._record_status()
+                self.status.flush_if_dirty(self._status_doc)
                 continue
             batch = [first]
             while len(batch) < BATCH:
@@ -441,20 +439,13 @@ class MqttSource(BaseTransport):
 
     # ------------------------------------------------------------------------------------------------ status
     def _record_status(self, force: bool = False) -> None:
-        now = time.monotonic()
-        self._status_dirty = True
-        if self._bus is None or (not force and now - self._status_at < STATUS_EVERY):
-            return
-        self._status_at = now
-        self._status_dirty = False
+        self.status.write(self._status_doc, force)
+
+    def _status_doc(self) -> dict[str, Any]:
         conn = self.conn.describe() if self.conn is not None else {}
-        doc = {"port": conn.get("broker", self.cfg.broker), "online": self.state is TransportState.CONNECTED,
-               "client_id": self.client_id, "topics": self.get_subscribed_topics(), **dict(self.counts),
-               "last_error": self._last_error or conn.get("last_error"), "since": datetime.now(timezone.utc).isoformat()}
-        try:
-            self._bus.journal.set_state(f"source:{self.name}", doc)
-        except JournalFull:
-            pass
+        return {"port": conn.get("broker", self.cfg.broker), "online": self.state is TransportState.CONNECTED,
+                "client_id": self.client_id, "topics": self.get_subscribed_topics(), **dict(self.counts),
+                "last_error": self._last_error or conn.get("last_error"), "since": datetime.now(timezone.utc).isoformat()}
 
     def get_stats(self) -> dict[str, Any]:
         stats = super().get_stats()

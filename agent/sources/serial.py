@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..config import SerialSourceSection
-from ..events.journal import JournalFull
+from ..events.journal import JournalError
 from ..events.model import Event, EventType
 from ..events.payloads import (
     AssetFaultEvent, AssetState, AssetStateChangedEvent, SeverityLevel, TestResultEvent, TestStep,
@@ -35,6 +35,7 @@ from ..protocols import jsonlines as jl
 from ..protocols import scpi
 from ..protocols.lines import Line, LineFramer
 from ..protocols.results import judged, overall
+from .base import StatusRecord
 
 if TYPE_CHECKING:
     import serial as pyserial
@@ -57,6 +58,7 @@ class SerialSource(ThreadedTransport):
         self.lines_in = 0
         self.bad_lines = 0
         self.state_key = f"source:{self.name}"
+        self.status = StatusRecord(self.name, lambda: self._bus.journal if self._bus is not None else None)
 
     # --------------------------------------------------------------------------------------------- the port
     def run(self, stop: threading.Event) -> None:
@@ -99,8 +101,8 @@ class SerialSource(ThreadedTransport):
         log.warning("source %s: bad input (%s): %r", self.name, reason, raw[:80])
         try:
             self._bus.dead_letters.add_bad_input(f"{self.name} ({self.cfg.port})", raw, reason)
-        except JournalFull:
-            log.error("source %s: journal full; bad input not kept", self.name)
+        except JournalError as e:  # at its bound, or the disk full: the line is counted and logged, not kept
+            log.error("source %s: bad input not kept (%s)", self.name, e)
 
     def tag(self, events: list[Event]) -> list[Event]:
         """Identity of the device into each event's metadata (and the port as the source topic)."""
@@ -118,10 +120,7 @@ class SerialSource(ThreadedTransport):
         assert self._bus is not None
         doc = {"port": self.cfg.port, "driver": self.cfg.driver, "asset_id": self.cfg.asset_id,
                "online": self._online, "identity": self.identity, "since": _now().isoformat(), **extra}
-        try:
-            self._bus.journal.set_state(self.state_key, doc)
-        except JournalFull:
-            pass
+        self.status.put(self._bus.journal, self.state_key, doc)
 
     def state_event(self, state: AssetState, reason: str) -> Event:
         payload = AssetStateChangedEvent(asset_id=self.cfg.asset_id, new_state=state, timestamp=_now(),
@@ -199,7 +198,7 @@ class JsonLinesSource(SerialSource):
                 try:
                     # the events and the controller's position commit together: a resend is never journaled twice
                     bus.publish_many(events, state={self.seq_key: new_last})
-                except JournalFull as e:
+                except JournalError as e:  # at its bound or the disk full: the controller keeps it until we can
                     log.error("source %s: %s; not acknowledging, the controller keeps its data", self.name, e)
                     stop.wait(1.0)
                     continue

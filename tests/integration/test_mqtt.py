@@ -638,7 +638,9 @@ def test_a_packet_over_max_packet_bytes_is_never_sent_to_the_agent(write_config,
         send(dev, "assets/FX-1/counters", {"running_count": 1, "total_count": 2, "pad": "x" * 4_000_000})
         send(dev, "assets/FX-1/counters", {"running_count": 3, "total_count": 4})
         assert wait_for(lambda: events(cfg, "asset.counters"), 15)
-        time.sleep(0.5)
+        # the source records its counts at most once a second: wait for the last message to be counted
+        assert wait_for(lambda: source_status(cfg).get("received", 0) >= 2, 15)
+        time.sleep(1.5)
         st = source_status(cfg)
     finally:
         stop_agent(agent)
