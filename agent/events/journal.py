@@ -248,6 +248,8 @@ class Journal:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending_cursors: dict[str, int] = {}
         self._pending_sub_state: dict[str, tuple[str, str | None]] = {}
+        # A subscriber's dead letters, committed with the next flush of cursors (see ``dead_letter(lazy=True)``)
+        self._pending_dead_letters: list[tuple] = []
         self._dirty_since: float | None = None
         self._pending_lock = threading.Lock()
         self._appended = threading.Condition()
@@ -568,10 +570,13 @@ class Journal:
         self._mark_pending("_pending_sub_state", subscriber, (state, last_error))
 
     def _mark_pending(self, table: str, key: str, value: Any) -> None:
-        # The writer swaps these dicts under the lock, so look the table up inside it. The writer may be asleep for
-        # idle_interval: wake it once, so it flushes within cursor_flush_interval.
+        self._pending(lambda: getattr(self, table).__setitem__(key, value))
+
+    def _pending(self, update: Callable[[], None]) -> None:
+        # The writer swaps the pending tables under the lock, so they are looked up inside it. The writer may be
+        # asleep for idle_interval: wake it once, so it flushes within cursor_flush_interval.
         with self._pending_lock:
-            getattr(self, table)[key] = value
+            update()
             wake = self._dirty_since is None
             if wake:
                 self._dirty_since = time.monotonic()
@@ -640,15 +645,16 @@ class Journal:
         with self._pending_lock:
             cursors, self._pending_cursors = self._pending_cursors, {}
             sub_states, self._pending_sub_state = self._pending_sub_state, {}
+            dead, self._pending_dead_letters = self._pending_dead_letters, []
             self._dirty_since = None
-        if not batch and not cursors and not sub_states and not maintain:
+        if not batch and not cursors and not sub_states and not dead and not maintain:
             return
         max_seq = None
         for attempt in range(5):
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    max_seq = self._apply(conn, batch, cursors, sub_states)
+                    max_seq = self._apply(conn, batch, cursors, sub_states, dead)
                     if maintain:
                         self._maintain(conn)
                     conn.execute("COMMIT")
@@ -663,11 +669,11 @@ class Journal:
                     for r in batch:
                         r.error = None
                     continue
-                self._keep_pending(cursors, sub_states)
+                self._keep_pending(cursors, sub_states, dead)
                 self._fail(batch, JournalError(f"journal {self.path}: write failed: {e}"))
                 return
             except Exception as e:  # noqa: BLE001 - the publishers must hear about any failure
-                self._keep_pending(cursors, sub_states)
+                self._keep_pending(cursors, sub_states, dead)
                 self._fail(batch, e if isinstance(e, JournalError) else JournalError(f"journal {self.path}: {e!r}"))
                 return
         self.commits += 1
@@ -678,13 +684,15 @@ class Journal:
         for r in batch:
             r.lock.release()
 
-    def _keep_pending(self, cursors: dict[str, int], sub_states: dict[str, tuple[str, str | None]]) -> None:
+    def _keep_pending(self, cursors: dict[str, int], sub_states: dict[str, tuple[str, str | None]],
+                      dead: list[tuple] = ()) -> None:
         """A failed transaction (disk full) took the pending cursors and states with it: put them back for the
         next one, unless a newer value was marked meanwhile. Lost, they only made ``status`` lag until the next
         ack; a subscriber that acknowledged its last event and went idle would have shown a backlog for good."""
-        if not cursors and not sub_states:
+        if not cursors and not sub_states and not dead:
             return
         with self._pending_lock:
+            self._pending_dead_letters[:0] = dead  # before any marked meanwhile: their cursors came later
             for name, seq in cursors.items():
                 self._pending_cursors[name] = max(seq, self._pending_cursors.get(name, seq))
             for name, state in sub_states.items():
@@ -698,7 +706,7 @@ class Journal:
             r.error = r.error or error
             r.lock.release()
 
-    def _apply(self, conn, batch, cursors, sub_states) -> int | None:
+    def _apply(self, conn, batch, cursors, sub_states, dead=()) -> int | None:
         now = time.time()
         used = conn.execute("SELECT value FROM meta WHERE key = 'used_bytes'").fetchone()[0]
         rows: list[tuple] = []
@@ -763,6 +771,12 @@ class Journal:
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
                 states,
             )
+        if dead:  # before the cursors that pass their events, in the same transaction
+            conn.executemany(
+                "INSERT INTO dead_letters(event_id, event_type, subscriber, origin, reason, attempts, created_at, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", dead)
+            conn.execute("UPDATE meta SET value = value + ? WHERE key = 'used_bytes'",
+                         (sum(len(row[7] or b"") + ROW_OVERHEAD for row in dead),))
         for name, seq in cursors.items():
             conn.execute(
                 "UPDATE subscribers SET cursor = MAX(cursor, ?), updated_at = ? WHERE name = ?", (seq, now, name)
@@ -934,8 +948,16 @@ class Journal:
         origin: str | None = None,
         raw: bytes | None = None,
         attempts: int = 0,
-    ) -> int:
-        """Keep an undeliverable event (for ``subscriber``) or bad input (``raw`` from ``origin``). Durable on return."""
+        lazy: bool = False,
+    ) -> int | None:
+        """Keep an undeliverable event (for ``subscriber``) or bad input (``raw`` from ``origin``). Durable on return,
+        and its id returned.
+
+        ``lazy`` (a subscriber's dead letter only): committed with the next flush of cursors, in the same transaction
+        and before the subscriber's cursor that passes the event, so a crash loses either both (the event is
+        delivered again, fails again and is dead-lettered then) or neither; never the event. Its id is not known
+        on return (None). A permanent failure then costs no commit of its own: one fsync per dead letter made a
+        third of poison drain at 0.6 of the good rate. Reads in this process (``dead_letters``) flush first."""
         body = encode(event) if event is not None else raw
         row = (
             event.metadata.event_id if event else None,
@@ -951,6 +973,10 @@ class Journal:
         if subscriber is None and event is None:  # bad input: its own bounded share
             origin_, reason_, created, raw_ = self._fit_bad_input((row[3], row[4], row[6], body or b""))
             return self.call(lambda conn: self._insert_bad_input(conn, [(origin_, reason_, created, raw_)]))
+
+        if lazy and subscriber is not None:
+            self._pending(lambda: self._pending_dead_letters.append(row))
+            return None
 
         def fn(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
@@ -969,7 +995,15 @@ class Journal:
         self, limit: int | None = None, subscriber: str | None = None, event_type: str | None = None,
         ids: Sequence[int] | None = None,
     ) -> list[DeadLetter]:
+        self.flush_dead_letters()
         return read_dead_letters(self.reader(), limit, subscriber, event_type, ids)
+
+    def flush_dead_letters(self) -> None:
+        """Commit the lazy dead letters now, if any wait (a read in this process sees what it was told)."""
+        if self._pending_dead_letters:
+            self.flush()
+
+
 
     def last_dead_letter_id(self) -> int:
         """The highest dead-letter id ever handed out (ids are never reused, not even after a salvage)."""

@@ -251,7 +251,7 @@ class CircuitBreaker:
 class DeadLetterEntry:
     """A dead letter as the Python API shows it; the row lives in the journal's ``dead_letters`` table."""
 
-    id: int
+    id: int | None  # None for a dead letter committed lazily, with its subscriber's cursor (ids come at the commit)
     event: Event | None
     error: str
     timestamp: datetime
@@ -304,10 +304,11 @@ class DeadLetterQueue:
         )
 
     def add(self, event: Event, error: BaseException | str, handler_name: str | None = None,
-            attempts: int | None = None) -> DeadLetterEntry:
+            attempts: int | None = None, lazy: bool = False) -> DeadLetterEntry:
+        """``lazy``: committed with the subscriber's next cursor flush (see ``Journal.dead_letter``)."""
         reason = error if isinstance(error, str) else _describe(error)
         n = event.metadata.retry_count + 1 if attempts is None else attempts
-        dl_id = self._journal.dead_letter(reason=reason, event=event, subscriber=handler_name, attempts=n)
+        dl_id = self._journal.dead_letter(reason=reason, event=event, subscriber=handler_name, attempts=n, lazy=lazy)
         return DeadLetterEntry(dl_id, event, reason, datetime.now(timezone.utc), handler_name, n, event.source)
 
     def add_bad_input(self, origin: str, raw: bytes, reason: str) -> int:
@@ -316,6 +317,7 @@ class DeadLetterQueue:
 
     @property
     def size(self) -> int:
+        self._journal.flush_dead_letters()
         return self._journal.reader().execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
 
     @property
@@ -401,7 +403,8 @@ class ErrorPolicy:
             return FailureDecision(retry=True, delay=delay)
         if self._dlq is None:
             raise RuntimeError("ErrorPolicy has no dead-letter queue bound; register it on a bus first")
-        entry = self._dlq.add(event, error, handler_name)
+        # lazy: the subscriber's cursor passes this event only in the transaction that commits its dead letter
+        entry = self._dlq.add(event, error, handler_name, lazy=handler_name is not None)
         for cb in self._callbacks:
             cb(entry)
         return FailureDecision(retry=False, entry=entry)
