@@ -18,11 +18,11 @@ import os
 import pwd
 import socket
 import sqlite3
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import secrets
 from .config import Config, ConfigError, parse_listen, show_value
 
 T = TypeVar("T")
@@ -161,22 +161,11 @@ def _tls_files(cfg: Config) -> list[tuple[str, str]]:
     return out
 
 
-def secret_mode_problem(path: Path) -> str | None:
-    """The one rule for secret files, shared with ``secrets.read_secret_file``: no access for group or others."""
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        return None
-    if mode & 0o077:
-        return f"must not be readable by group or others (mode {mode:04o}): chmod 600 {path}"
-    return None
-
-
 def _file_problems(cfg: Config) -> list[StartupError]:
     found: list[StartupError] = []
     for key, value in _secret_files(cfg):
         p = Path(value)
-        if (problem := secret_mode_problem(p)) is not None:
+        if (problem := secrets.mode_problem(p)) is not None:
             found.append(StartupError(f"{_where(cfg, key, value)}: {problem}", EX_CONFIG, key))
         elif p.exists() and not os.access(p, os.R_OK):
             found.append(StartupError(f"{_where(cfg, key, value)}: not readable by {_user()}: chown it to the "
