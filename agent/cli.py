@@ -647,6 +647,26 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """``doctor``: one line per check, ok / warn / fail with the fix (``agent/doctor.py``); exit 1 on any fail."""
+    from . import doctor
+
+    cfg = _config(args)
+    try:
+        pid = _agent_pid(cfg) if cfg.data_dir.is_dir() else None
+    except OSError:  # a lock file this user may not read: preflight's directory check names the problem
+        pid = None
+    checks = doctor.run(cfg, pid, timeout=args.timeout, out=None if args.json else print)
+    if args.json:
+        print(json.dumps(doctor.as_json(cfg, checks), indent=2))
+    failed = [c for c in checks if c.status == "fail"]
+    if not args.json:
+        warned = sum(c.status == "warn" for c in checks)
+        print(f"{len(checks)} checks: {len(failed)} failed, {warned} warnings" if failed or warned
+              else f"{len(checks)} checks: all ok")
+    return EXIT_ERROR if failed else EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -736,6 +756,11 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("-c", "--config", help="use this config's station and WATS process codes for --convert")
     smp.add_argument("--json", action="store_true", help="machine-readable output")
     smp.set_defaults(func=cmd_cfx_samples)
+
+    doc = sub.add_parser("doctor", parents=[common], help="check what the config names: WATS, brokers, ports, "
+                                                         "pins, clock, disk, journal (ok / warn / fail, with the fix)")
+    doc.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each server or device")
+    doc.set_defaults(func=cmd_doctor)
 
     c = sub.add_parser("config", help="configuration")
     csub = c.add_subparsers(dest="action", required=True)

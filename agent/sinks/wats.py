@@ -386,10 +386,7 @@ class WatsSink(BaseHandler):
             return
         try:
             resp = self._request("GET", "/api/App/Processes")
-            doc = resp.json()
-            if isinstance(doc, dict):  # an OData-style wrapper
-                doc = doc.get("value", doc)
-            codes = {int(p["code"]) for p in doc if p.get("isTestOperation")}
+            codes = test_codes(resp.json())
         except TransientError:
             if self._processes is not None and not force:
                 return  # offline: the cached list will do (but it cannot prove a code unknown: that waits)
@@ -654,6 +651,15 @@ class WatsSink(BaseHandler):
 
     def close(self) -> None:
         self.client.close()
+
+
+def test_codes(doc: Any) -> set[int]:
+    """The test operation codes in a ``GET /api/App/Processes`` answer (a list, or an OData-style ``value``
+    wrapper); raises ValueError, KeyError, TypeError or AttributeError on a shape it cannot read. Shared with
+    ``fixture-agent doctor``."""
+    if isinstance(doc, dict):
+        doc = doc.get("value", doc)
+    return {int(p["code"]) for p in doc if p.get("isTestOperation")}
 
 
 def waiting_for_part_number(conn: "sqlite3.Connection") -> list[tuple[int, Event | None]]:
