@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import threading
 
 
 def backoff_delay(
@@ -24,10 +23,3 @@ def backoff_delay(
     if jitter:
         delay *= 1.0 + (rng or random).uniform(-jitter, jitter)
     return max(0.0, min(delay, maximum * (1.0 + jitter)))
-
-
-def sleep_unless(stop: threading.Event, seconds: float) -> bool:
-    """Sleep up to ``seconds``; return True if ``stop`` was set meanwhile (so loops end promptly on shutdown)."""
-    if seconds <= 0:
-        return stop.is_set()
-    return stop.wait(seconds)

@@ -7,7 +7,6 @@ the subscriber's error policy, not here.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -50,18 +49,6 @@ class EnrichmentMiddleware(ChainMiddleware):
             custom = {**extra, **event.metadata.custom}
             event = msgspec.structs.replace(event, metadata=msgspec.structs.replace(event.metadata, custom=custom))
         return call_next(event)
-
-
-class LoggingMiddleware(ChainMiddleware):
-    def __init__(self, logger: logging.Logger | None = None, level: int = logging.DEBUG) -> None:
-        self._log = logger or logging.getLogger("agent.events.published")
-        self._level = level
-
-    def process(self, event: Event, call_next: Next) -> Event:
-        out = call_next(event)
-        if self._log.isEnabledFor(self._level):
-            self._log.log(self._level, "publish %s %s from %s", out.event_type, out.id, out.source)
-        return out
 
 
 class HandlerChain:

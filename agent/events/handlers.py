@@ -26,8 +26,6 @@ class BaseHandler(ABC):
 
     #: Event types this handler wants; empty means all.
     event_types: Iterable[Any] = ()
-    #: Lower values are listed (and started) first; delivery itself is independent per handler.
-    priority: int = 100
     #: Optional per-handler policies; the bus supplies defaults when these are None.
     retry_policy: RetryPolicy | None = None
     circuit_breaker: CircuitBreaker | None = None
@@ -152,16 +150,6 @@ class PipelinedHandler(BaseHandler):
             raise err
 
 
-class SyncHandler(BaseHandler):
-    """The seed's synchronous handler: implement ``handle_sync``."""
-
-    def handle(self, event: Event) -> None:
-        self.handle_sync(event)
-
-    @abstractmethod
-    def handle_sync(self, event: Event) -> Any: ...
-
-
 class FilteringHandler(BaseHandler):
     """A handler that only wants events passing all its filters; the others are acknowledged unhandled."""
 
@@ -233,14 +221,11 @@ class HandlerRegistry:
         self._handlers.clear()
 
     def get_all_handlers(self) -> list[BaseHandler]:
-        return sorted(self._handlers.values(), key=lambda h: (h.priority, h.name))
+        return sorted(self._handlers.values(), key=lambda h: h.name)
 
     def get_handlers(self, event_type: Any) -> list[BaseHandler]:
         t = getattr(event_type, "value", event_type)
         return [h for h in self.get_all_handlers() if (h.type_names() is None or t in h.type_names())]
-
-    def get_handlers_for_event(self, event: Event) -> list[BaseHandler]:
-        return [h for h in self.get_all_handlers() if h.can_handle(event)]
 
     def get_event_types(self) -> set[str]:
         out: set[str] = set()

@@ -32,7 +32,6 @@ class LifecycleManager:
         self._started: list[Any] = []
         self._state = LifecycleState.CREATED
         self._lock = threading.Lock()
-        self._on_start: list[Callable[[], None]] = []
         self._on_stop: list[Callable[[], None]] = []
         self._on_error: list[Callable[[str, BaseException], None]] = []
 
@@ -51,12 +50,6 @@ class LifecycleManager:
 
     def add_event_bus(self, event_bus: Any, priority: int = 10) -> None:
         self.add_component(event_bus, priority, getattr(event_bus, "name", "event-bus"))
-
-    def add_transport(self, transport: Any, priority: int = 100) -> None:
-        self.add_component(transport, priority, f"transport:{transport.name}")
-
-    def on_start(self, callback: Callable[[], None]) -> None:
-        self._on_start.append(callback)
 
     def on_stop(self, callback: Callable[[], None]) -> None:
         self._on_stop.append(callback)
@@ -82,8 +75,6 @@ class LifecycleManager:
                     raise
                 self._started.append((label, comp))
             self._state = LifecycleState.RUNNING
-        for cb in self._on_start:
-            cb()
 
     def _stop_started(self) -> None:
         while self._started:

@@ -118,29 +118,6 @@ class RetryPolicy:
             jitter=c.jitter_factor if c.jitter else 0.0,
         )
 
-    def wait_sync(self, event: Event, stop: threading.Event | None = None) -> bool:
-        """Sleep this event's backoff; returns True if ``stop`` was set meanwhile."""
-        delay = self.get_delay(event)
-        if stop is None:
-            time.sleep(delay)
-            return False
-        return stop.wait(delay)
-
-
-class NoRetryPolicy(RetryPolicy):
-    """Every failure goes straight to the dead-letter table."""
-
-    def should_retry(self, event: Event, error: BaseException) -> bool:
-        return False
-
-
-class ImmediateRetryPolicy(RetryPolicy):
-    """Retries without waiting (for in-process handlers whose failures are races, not outages)."""
-
-    def get_delay(self, event: Event) -> float:
-        return 0.0
-
-
 # ---------------------------------------------------------------------------------------------- circuit breaker
 class CircuitState(str, enum.Enum):
     CLOSED = "closed"
@@ -327,16 +304,6 @@ class DeadLetterQueue:
     def get_entries(self, limit: int | None = None, event_type: str | None = None) -> list[DeadLetterEntry]:
         return [self._entry(r) for r in self._journal.dead_letters(limit=limit, event_type=event_type)]
 
-    def peek(self) -> DeadLetterEntry | None:
-        rows = self._journal.dead_letters(limit=1)
-        return self._entry(rows[0]) if rows else None
-
-    def pop(self) -> DeadLetterEntry | None:
-        entry = self.peek()
-        if entry is not None:
-            self._journal.drop_dead_letters([entry.id])
-        return entry
-
     def clear(self) -> int:
         return self._journal.drop_dead_letters(None)
 
@@ -363,7 +330,6 @@ class ErrorPolicy:
         self.retry_policy = retry_policy or RetryPolicy()
         self._breaker = circuit_breaker or CircuitBreaker()
         self._dlq = dead_letter_queue
-        self._callbacks: list[Callable[[DeadLetterEntry], None]] = []
 
     @property
     def circuit_breaker(self) -> CircuitBreaker:
@@ -383,10 +349,6 @@ class ErrorPolicy:
     def record_success(self) -> None:
         self._breaker.record_success()
 
-    def on_failure(self, callback: Callable[[DeadLetterEntry], None]) -> None:
-        """Called with each new dead letter (the bus turns this into ``system.dead_letter`` logging and metrics)."""
-        self._callbacks.append(callback)
-
     def handle_failure(self, event: Event, error: BaseException, handler_name: str | None = None) -> FailureDecision:
         """``event.metadata.retry_count`` = attempts that failed before this one.
 
@@ -405,6 +367,4 @@ class ErrorPolicy:
             raise RuntimeError("ErrorPolicy has no dead-letter queue bound; register it on a bus first")
         # lazy: the subscriber's cursor passes this event only in the transaction that commits its dead letter
         entry = self._dlq.add(event, error, handler_name, lazy=handler_name is not None)
-        for cb in self._callbacks:
-            cb(entry)
         return FailureDecision(retry=False, entry=entry)

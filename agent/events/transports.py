@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -35,8 +34,6 @@ class BaseTransport(ABC):
         self._name = name
         self._bus: "EventBus | None" = None
         self._state = TransportState.DISCONNECTED
-        self._on_connect: list[Callable[[], None]] = []
-        self._on_disconnect: list[Callable[[], None]] = []
         self._on_error: list[Callable[[BaseException], None]] = []
         self._published = 0
         self._errors = 0
@@ -57,35 +54,12 @@ class BaseTransport(ABC):
     def set_event_bus(self, event_bus: "EventBus") -> None:
         self._bus = event_bus
 
-    def on_connect(self, callback: Callable[[], None]) -> None:
-        self._on_connect.append(callback)
-
-    def on_disconnect(self, callback: Callable[[], None]) -> None:
-        self._on_disconnect.append(callback)
-
-    def on_error(self, callback: Callable[[BaseException], None]) -> None:
-        self._on_error.append(callback)
-
     def _set_state(self, state: TransportState) -> None:
-        previous, self._state = self._state, state
-        if state is previous:
-            return
-        callbacks = self._on_connect if state is TransportState.CONNECTED else (
-            self._on_disconnect if previous is TransportState.CONNECTED else [])
-        for cb in callbacks:
-            try:
-                cb()
-            except Exception:  # noqa: BLE001 - a callback must not break the transport
-                log.exception("transport %s: state callback failed", self._name)
+        self._state = state
 
     def _report_error(self, error: BaseException) -> None:
         self._errors += 1
         self._last_error = f"{type(error).__name__}: {error}"
-        for cb in self._on_error:
-            try:
-                cb(error)
-            except Exception:  # noqa: BLE001
-                log.exception("transport %s: error callback failed", self._name)
 
     def publish_event(self, event: "Event") -> "Event":
         """Journal ``event`` through the bus; returns once it is durable."""
@@ -112,80 +86,6 @@ class BaseTransport(ABC):
 
     @abstractmethod
     def stop(self) -> None: ...
-
-
-class MockTransport(BaseTransport):
-    """A transport for tests: ``inject_event`` feeds the bus exactly as a real source would."""
-
-    def __init__(self, name: str = "mock") -> None:
-        super().__init__(name)
-        self.reset()
-
-    def reset(self) -> None:
-        self._fail_on_start = False
-        self._fail_on_inject = False
-        self._inject_delay = 0.0
-        self.clear()
-
-    def clear(self) -> None:
-        self._injected: list["Event"] = []
-        self._published_events: list["Event"] = []
-
-    @property
-    def injected_events(self) -> list["Event"]:
-        return list(self._injected)
-
-    @property
-    def published_events(self) -> list["Event"]:
-        """Events the bus accepted (durable) from this transport."""
-        return list(self._published_events)
-
-    @property
-    def event_count(self) -> int:
-        return len(self._published_events)
-
-    def configure_failure(self, fail_on_start: bool = False, fail_on_inject: bool = False) -> None:
-        self._fail_on_start = fail_on_start
-        self._fail_on_inject = fail_on_inject
-
-    def set_inject_delay(self, delay: float) -> None:
-        self._inject_delay = delay
-
-    def start(self) -> None:
-        self._set_state(TransportState.CONNECTING)
-        if self._fail_on_start:
-            self._set_state(TransportState.ERROR)
-            raise ConnectionError(f"mock transport {self.name!r} configured to fail on start")
-        self._set_state(TransportState.CONNECTED)
-
-    def stop(self) -> None:
-        self._set_state(TransportState.DISCONNECTED)
-
-    def inject_event(self, event: "Event") -> "Event":
-        self._injected.append(event)
-        if self._inject_delay:
-            time.sleep(self._inject_delay)
-        if self._fail_on_inject:
-            err = ConnectionError(f"mock transport {self.name!r} configured to fail on inject")
-            self._report_error(err)
-            raise err
-        out = self.publish_event(event)
-        self._published_events.append(out)
-        return out
-
-    def inject_events(self, events: list["Event"]) -> list["Event"]:
-        return [self.inject_event(e) for e in events]
-
-    def simulate_disconnect(self) -> None:
-        self._set_state(TransportState.DISCONNECTED)
-
-    def simulate_reconnect(self) -> None:
-        self._set_state(TransportState.RECONNECTING)
-        self._set_state(TransportState.CONNECTED)
-
-    def simulate_error(self, error: BaseException) -> None:
-        self._set_state(TransportState.ERROR)
-        self._report_error(error)
 
 
 class ThreadedTransport(BaseTransport):

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..config import GpioSourceSection
+from ..events.handlers import FilteringHandler
 from ..events.journal import JournalError
 from ..events.model import Event, EventType
 from ..events.payloads import AssetState, AssetStateChangedEvent, TestResult, TestResultEvent, TestStep
@@ -79,8 +80,7 @@ class GpioSource(ThreadedTransport):
                     self._lamps[kind] = LED(pin)
                     self._devices.append(self._lamps[kind])
             if self._lamps:
-                self._bus.register_handler(self._show_result, name=self._handler_name, durable=False,
-                                           event_types=[EventType.TEST_RESULT])
+                self._bus.register_handler(_Lamps(self), durable=False)
             loop_out = loop_in = None
             if cfg.loopback_out_pin is not None and cfg.loopback_in_pin is not None:
                 loop_out = DigitalOutputDevice(cfg.loopback_out_pin)
@@ -147,8 +147,6 @@ class GpioSource(ThreadedTransport):
 
     # --------------------------------------------------------------------------------------------- lamps
     def _show_result(self, event: Event) -> None:
-        if event.payload.get("fixture_id") not in (None, self.cfg.asset_id):
-            return  # another fixture's result
         passed = event.payload.get("result") == TestResult.PASS.value
         for kind, led in self._lamps.items():
             led.on() if (kind == "pass") == passed else led.off()
@@ -182,3 +180,20 @@ class GpioSource(ThreadedTransport):
                                   start_time=started, end_time=_now(), fixture_id=self.cfg.asset_id, steps=steps,
                                   custom_data={"test_type": "gpio_loopback"})
         return Event.create(EventType.TEST_RESULT, payload, source=self.name)
+
+
+class _Lamps(FilteringHandler):
+    """The pass and fail lamps: an ephemeral subscriber to test results, this fixture's own or those naming no
+    fixture (another fixture's result on the same bus leaves the lamps alone)."""
+
+    event_types = (EventType.TEST_RESULT,)
+
+    def __init__(self, source: GpioSource) -> None:
+        super().__init__()
+        self._name = source._handler_name
+        self._show = source._show_result
+        asset_id = source.cfg.asset_id
+        self.add_filter(lambda event: event.payload.get("fixture_id") in (None, asset_id))
+
+    def handle(self, event: Event) -> None:
+        self._show(event)

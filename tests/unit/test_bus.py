@@ -5,10 +5,11 @@ import pytest
 
 from agent.events import (
     BaseHandler, CircuitBreaker, EnrichmentMiddleware, Event, EventBus, EventFilter, EventValidationError,
-    FilteringHandler, HandlerChain, ImmediateRetryPolicy, Journal, LifecycleManager, LifecycleState,
-    MockTransport, NoRetryPolicy, PermanentError, RetryPolicy, SyncHandler, ValidationMiddleware,
+    FilteringHandler, HandlerChain, Journal, LifecycleManager, LifecycleState, PermanentError, RetryPolicy,
+    ValidationMiddleware,
 )
 from tests.conftest import wait_for as wait_until
+from tests.mock_transport import MockTransport
 
 
 def ev(i, t="custom"):
@@ -128,7 +129,7 @@ def test_poison_event_is_dead_lettered_and_replayed_with_dlq_retry(bus):
 
     errors = []
     bus.on_error(lambda e, err, name: errors.append((e.payload["i"], name, type(err).__name__)))
-    bus.register_handler(Picky(), retry_policy=ImmediateRetryPolicy(max_retries=2))
+    bus.register_handler(Picky(), retry_policy=RetryPolicy(max_retries=2, initial_delay=0))
     bus.start()
     for i in range(5):
         bus.publish(ev(i))
@@ -156,7 +157,7 @@ def test_permanent_error_skips_retries(bus):
     bus.publish(ev(1))
     assert wait_until(lambda: bus.dead_letters.size == 1)
     assert len(calls) == 1
-    assert "400 Bad Request" in bus.dead_letters.peek().error
+    assert "400 Bad Request" in bus.dead_letters.get_entries(limit=1)[0].error
 
 
 def test_circuit_breaker_pauses_a_dead_sink_and_probes_until_it_recovers(bus):
@@ -260,12 +261,12 @@ def test_publish_chain_validates_and_enriches(journal):
     assert len(seen) == 1 and bus.metrics.published["custom"] == 2
 
 
-def test_sync_handler_and_mock_transport(bus):
-    class Seed(SyncHandler):
+def test_a_handler_and_the_mock_transport(bus):
+    class Seed(BaseHandler):
         name = "seed"
         got = []
 
-        def handle_sync(self, event):
+        def handle(self, event):
             self.got.append(event.payload["i"])
 
     bus.register_handler(Seed())
@@ -284,13 +285,13 @@ def test_sync_handler_and_mock_transport(bus):
     assert not t.is_connected
 
 
-def test_no_retry_policy_dead_letters_first_failure(bus):
-    bus.register_handler(lambda e: 1 / 0, name="div", retry_policy=NoRetryPolicy())
+def test_a_policy_without_retries_dead_letters_the_first_failure(bus):
+    bus.register_handler(lambda e: 1 / 0, name="div", retry_policy=RetryPolicy(max_retries=0))
     bus.start()
     bus.publish(ev(1))
     assert wait_until(lambda: bus.dead_letters.size == 1)
-    assert bus.dead_letters.pop().error.startswith("ZeroDivisionError")
-    assert bus.dead_letters.is_empty
+    assert bus.dead_letters.get_entries()[0].error.startswith("ZeroDivisionError")
+    assert bus.dead_letters.clear() == 1 and bus.dead_letters.is_empty
 
 
 def test_lifecycle_starts_in_order_and_rolls_back_a_failed_start():

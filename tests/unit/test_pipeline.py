@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from agent.events import Event, EventBus, ImmediateRetryPolicy, Journal, PermanentError, PipelinedHandler, Receipt
+from agent.events import Event, EventBus, Journal, PermanentError, PipelinedHandler, Receipt
 from agent.events.policies import RetryPolicy, TransientError
 from tests.conftest import wait_for
 
@@ -132,7 +132,7 @@ def test_refused_event_is_dead_lettered_and_the_rest_flow(bus):
 
 def test_transient_failure_rewinds_so_order_is_kept(bus):
     far = Far(window=4)
-    bus.register_handler(far, retry_policy=ImmediateRetryPolicy(max_retries=None))
+    bus.register_handler(far, retry_policy=RetryPolicy(max_retries=None, initial_delay=0))
     bus.start()
     publish(bus, 4)
     assert wait_for(lambda: len(far.tickets) == 4)
@@ -205,7 +205,7 @@ class Gated(Far):
 def test_nothing_is_submitted_while_not_ready_and_a_rewind_meanwhile_skips_nothing(bus):
     far = Gated(window=4)
     far.ready.set()
-    bus.register_handler(far, retry_policy=ImmediateRetryPolicy(max_retries=None))
+    bus.register_handler(far, retry_policy=RetryPolicy(max_retries=None, initial_delay=0))
     bus.start()
     publish(bus, 2)
     assert wait_for(lambda: len(far.tickets) == 2)
