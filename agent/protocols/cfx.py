@@ -78,7 +78,10 @@ def parse_time(value: Any, where: str, notes: list[str] | None = None) -> dateti
         if notes is not None:
             notes.append(f"{where} {value} had no offset; taken as UTC")
         when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc)
+    try:
+        return when.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00+14:00, 9999-12-31T23:59-14:00: before or after what UTC can say
+        raise CfxError(f"{where}: {value!r} is out of range (before year 1 or after 9999 in UTC)") from None
 
 
 _TIMESPAN = re.compile(r"^(-)?(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,7}))?$")

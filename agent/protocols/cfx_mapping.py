@@ -17,6 +17,7 @@ them (``relay_cfx``), go out as their sender wrote them: its handle, its UniqueI
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -60,6 +61,15 @@ def _list(body: dict, key: str, where: str) -> list:
 def _obj(v: Any, where: str) -> dict:
     if not isinstance(v, dict):
         raise CfxError(f"{where}: expected an object, got {type(v).__name__}")
+    return v
+
+
+def _get(v: Any, *keys: str) -> Any:
+    """``v[k1][k2]…``, or None where a step is missing or not an object (optional structures of any shape)."""
+    for k in keys:
+        if not isinstance(v, dict):
+            return None
+        v = v.get(k)
     return v
 
 
@@ -169,9 +179,9 @@ def _steps(tests: list, where: str, notes: list[str], step_type: str, name_key: 
         end = parse_time(t.get(end_key), f"{tw}.{end_key}", notes)
         starts += [start] if start else []
         ends += [end] if end else []
-        problems = [s.get("Description") or s.get("SymptomCode") for s in _list(t, "SymptomsFound", tw)
+        problems = [_text(s.get("Description")) or _text(s.get("SymptomCode")) for s in _list(t, "SymptomsFound", tw)
                     if isinstance(s, dict)]
-        problems += [d.get("Description") or d.get("DefectCode") for d in _list(t, "DefectsFound", tw)
+        problems += [_text(d.get("Description")) or _text(d.get("DefectCode")) for d in _list(t, "DefectsFound", tw)
                      if isinstance(d, dict)]
         message = "; ".join(p for p in [_text(t.get("Error")), *problems] if p) or None
         steps.append(TestStep(name=_text(t.get(name_key)) or f"step {i + 1}", status=status, start_time=start,
@@ -389,12 +399,15 @@ def units_disqualified(env: Envelope, source: str) -> list[Event]:
 
 def maintenance_performed(env: Envelope, source: str) -> list[Event]:
     b = env.body
-    tasks = [t for t in _list(b, "Tasks", "MessageBody") if isinstance(t, dict)]
-    hours = sum(float(t.get("ManHoursConsumed") or 0) for t in tasks)
-    who = next((_text((t.get("Operator") or {}).get("OperatorIdentifier")) for t in tasks
-                if isinstance(t.get("Operator"), dict)), None)
-    parts = [_text(((c.get("MaterialLocation") or {}).get("MaterialPackage") or {}).get("InternalPartNumber"))
-             for c in _list(b, "ConsumedMaterials", "MessageBody") if isinstance(c, dict)]
+    numbered = [(i, t) for i, t in enumerate(_list(b, "Tasks", "MessageBody")) if isinstance(t, dict)]
+    tasks = [t for _, t in numbered]
+    hours = sum(_num(t.get("ManHoursConsumed"), f"MessageBody.Tasks[{i}].ManHoursConsumed") or 0 for i, t in numbered)
+    if not math.isfinite(hours):
+        raise CfxError(f"MessageBody.Tasks: ManHoursConsumed adds up to {hours} hours")
+    who = next((_text(t["Operator"].get("OperatorIdentifier")) for t in tasks if isinstance(t.get("Operator"), dict)),
+               None)
+    parts = [_text(_get(c, "MaterialLocation", "MaterialPackage", "InternalPartNumber"))
+             for c in _list(b, "ConsumedMaterials", "MessageBody")]
     description = "; ".join(_text(t.get("Task")) or "" for t in tasks) or _text(b.get("MaintenanceJobCode")) or "-"
     payload = MaintenanceEvent(asset_id=_asset(env), maintenance_type=str(b.get("MaintenanceType") or "Repair").lower(),
                                description=description, timestamp=env.time_stamp, performed_by=who,
