@@ -109,6 +109,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     pid = _agent_pid(cfg)
     if getattr(args, "html", None):
         return _status_html(args, cfg, pid)
+    if getattr(args, "watch", False):
+        from .watch import watch
+
+        return watch(cfg, args.interval, as_json=args.json, agent_pid=lambda: _agent_pid(cfg))
     stats = journal_stats_readonly(cfg)
     if stats is None:
         doc = {"station": cfg.agent.station, "agent_pid": pid, "journal": None}
@@ -685,6 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", parents=[common], help="journal, subscribers, backlog, dead letters")
     s.add_argument("--html", metavar="FILE", help="write the status page (what the agent serves at /) to FILE")
+    s.add_argument("--watch", action="store_true", help="refresh until Ctrl-C: each backlog, its rate, time to empty")
+    s.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between --watch refreshes")
     s.set_defaults(func=cmd_status)
 
     e = sub.add_parser("events", parents=[common], help="the newest events in the journal")
