@@ -29,7 +29,11 @@ CONTENT_TYPE = 'application/json; charset="utf-8"'
 
 
 class CfxError(ValueError):
-    """A message that is not a CFX envelope we can read; the text names the field."""
+    """A message that is not a CFX envelope we can read; the text names the field. Control characters are escaped:
+    the reason is one line in the log and the dead letter, whatever the sender put in a ``$type`` or a key."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", reason))
 
 
 @dataclass

@@ -71,3 +71,11 @@ def test_a_symptom_or_defect_described_by_a_number_is_text_in_the_step_message()
     test["DefectsFound"] = [{"DefectCode": "D1", "Description": {"en": "short"}}]
     (event,) = _events(doc)
     assert "4711" in event.payload["steps"][0]["message"]
+
+
+def test_a_reason_is_one_line_whatever_the_sender_put_in_a_type():
+    doc = copy.deepcopy(SAMPLES["work-started"][1])
+    doc["MessageBody"]["$type"] = "0\n0"  # the reason quoted it raw: two lines in the log and the dead letter
+    with pytest.raises(cfx.CfxError) as err:
+        _events(doc)
+    assert str(err.value) == "envelope: MessageName CFX.Production.WorkStarted but MessageBody.$type 0\\x0a0"
