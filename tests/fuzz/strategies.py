@@ -62,16 +62,27 @@ class Tally:
         self.last: float | None = None  # at the last: the test's own time, wherever its module reports it
         self.accepted = 0
         self.refused: Counter[str] = Counter()
+        self.inputs = 0
+
+    #: a long run also appends its tally every this many inputs (``"partial": true``): a run cut short keeps them
+    PROGRESS_EVERY = 5_000
 
     def accept(self) -> None:
         self.last = time.monotonic()
         self.started = self.started or self.last
         self.accepted += 1
+        self._progress()
 
     def refuse(self, reason: str) -> None:
         self.last = time.monotonic()
         self.started = self.started or self.last
         self.refused[self.kind(reason)] += 1
+        self._progress()
+
+    def _progress(self) -> None:
+        self.inputs += 1
+        if self.inputs % self.PROGRESS_EVERY == 0 and fuzz_mode()[0] == "long":
+            self.report(partial=True)
 
     @staticmethod
     def kind(reason: str) -> str:
@@ -79,10 +90,12 @@ class Tally:
         text = re.sub(r"\d+", "N", text)
         return text[:90]
 
-    def report(self) -> dict[str, Any]:
-        doc = {"test": self.name, "inputs": self.accepted + sum(self.refused.values()), "accepted": self.accepted,
+    def report(self, partial: bool = False) -> dict[str, Any]:
+        doc = {**({"partial": True} if partial else {}), "test": self.name,
+               "inputs": self.accepted + sum(self.refused.values()), "accepted": self.accepted,
                "refused": sum(self.refused.values()), "kinds_of_refusal": len(self.refused),
-               "top_refusals": self.refused.most_common(5), "seconds": round((self.last or 0.0) - (self.started or 0.0), 1)}
+               "top_refusals": self.refused.most_common(5),
+               "seconds": round((self.last or 0.0) - (self.started or 0.0), 1)}
         path = os.environ.get("FIXTURE_AGENT_FUZZ_REPORT")
         if path:
             with open(path, "a") as f:
