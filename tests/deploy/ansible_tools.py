@@ -147,12 +147,12 @@ class Ansible:
                               timeout=timeout, check=False)
 
     def playbook(self, inventory: Path | str, extra_vars: dict, *args: str,
-                 playbook: str = "site.yml") -> PlaybookRun:
+                 playbook: str = "site.yml", timeout: float = 600) -> PlaybookRun:
         vars_file = self.workdir / "extra-vars.json"
         vars_file.write_text(json.dumps(extra_vars))
         start = time.monotonic()
         proc = self.run("ansible-playbook", "-i", str(inventory), playbook, "-e", f"@{vars_file}",
-                        "--vault-password-file", str(self.vault_password_file), *args)
+                        "--vault-password-file", str(self.vault_password_file), *args, timeout=timeout)
         run = PlaybookRun(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start)
         self.runs += 1
         (self.workdir / f"playbook-{self.runs}.log").write_text(run.output)  # kept with pytest's tmp dirs

@@ -10,6 +10,18 @@ import pytest
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "deploy: Ansible deployment onto a debootstrapped Debian root (root only)")
+    config.addinivalue_line("markers", "emulated: the offline install and the event core on arm64/armhf roots under "
+                                       "qemu-user-static (long: FIXTURE_AGENT_EMULATED=1, or =arm64 / =armhf)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The emulated tests take tens of minutes per architecture: deselected unless FIXTURE_AGENT_EMULATED is set."""
+    if os.environ.get("FIXTURE_AGENT_EMULATED", "0") not in ("", "0"):
+        return
+    emulated = [item for item in items if item.get_closest_marker("emulated")]
+    if emulated:
+        config.hook.pytest_deselected(items=emulated)
+        items[:] = [item for item in items if not item.get_closest_marker("emulated")]
 
 
 @pytest.fixture(scope="module")

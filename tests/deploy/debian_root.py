@@ -4,6 +4,12 @@ debootstrap takes most of a minute, so the bare root is made once per machine an
 cache, named after everything that shapes it; each test run extracts a fresh copy, so the playbook always meets
 a clean system. Only /proc is mounted into it (debootstrap made the /dev nodes), and it is unmounted before the
 copy is deleted: a delete that followed a live bind mount would reach the host.
+
+A root of another architecture (``arch="arm64"`` or ``"armhf"``, the two Raspberry Pi OS ports) is made the same
+way in two stages: debootstrap --foreign unpacks it here, then its own second stage runs inside it under
+qemu-user-static, which binfmt_misc hands every foreign binary to. The handlers must be registered with the F
+flag (the interpreter opened once, on the host), as qemu-user-static's are, so nothing of qemu is copied into
+the root: it stays what a Pi would have.
 """
 
 from __future__ import annotations
@@ -66,24 +72,69 @@ def _arch() -> str:
                           check=True).stdout.strip() or platform.machine()
 
 
-def pristine_tarball() -> Path:
-    """The cached bare root, made on first use (under a lock, so two runs do not debootstrap twice)."""
-    key = hashlib.sha256(repr((SUITE, _arch(), "minbase", INCLUDE)).encode()).hexdigest()[:12]
-    tarball = CACHE_DIR / f"debian-{SUITE}-{_arch()}-{key}.tar"
+# Debian's name for an architecture -> qemu-user-static's binfmt_misc handler for it
+QEMU_HANDLERS = {"arm64": "qemu-aarch64", "armhf": "qemu-arm"}
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
+
+
+def ensure_emulation(arch: str) -> None:
+    """Make binaries of ``arch`` run on this host: qemu-user-static, binfmt_misc mounted, its handler enabled.
+
+    Raises with what is missing rather than letting debootstrap's second stage fail with "Exec format error"."""
+    handler = QEMU_HANDLERS.get(arch)
+    if handler is None:
+        raise ValueError(f"arch = {arch!r}: this host ({_arch()}) emulates only {sorted(QEMU_HANDLERS)}")
+    ensure_apt_packages("qemu-user-static", "binfmt-support", "debootstrap")
+    if not (BINFMT / "status").exists():
+        subprocess.run(["mount", "binfmt_misc", "-t", "binfmt_misc", str(BINFMT)], check=True, capture_output=True)
+    entry = BINFMT / handler
+    if not entry.exists() or entry.read_text().splitlines()[0] != "enabled":
+        subprocess.run(["update-binfmts", "--enable", handler], check=False, capture_output=True)
+    if not entry.exists() or entry.read_text().splitlines()[0] != "enabled":
+        raise RuntimeError(f"binfmt_misc has no enabled {handler} handler ({entry}): "
+                           f"`update-binfmts --display {handler}` says why")
+    flags = next((line.split()[1] for line in entry.read_text().splitlines() if line.startswith("flags:")), "")
+    if "F" not in flags:
+        raise RuntimeError(f"{entry} lacks the F flag (flags: {flags!r}): the interpreter would be looked up inside "
+                           "the chroot; register qemu-user-static's handlers (update-binfmts --enable)")
+
+
+def pristine_tarball(arch: str | None = None) -> Path:
+    """The cached bare root for ``arch`` (default: this host's), made on first use (under a lock per
+    architecture, so two runs do not debootstrap the same one twice)."""
+    arch = arch or _arch()
+    foreign = arch != _arch()
+    if foreign:
+        ensure_emulation(arch)
+    key = hashlib.sha256(repr((SUITE, arch, "minbase", INCLUDE)).encode()).hexdigest()[:12]
+    tarball = CACHE_DIR / f"debian-{SUITE}-{arch}-{key}.tar"
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_DIR / ".debootstrap.lock", "w") as lock:
+    with open(CACHE_DIR / f".debootstrap-{arch}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if tarball.exists():
             return tarball
-        with tempfile.TemporaryDirectory(dir=CACHE_DIR, prefix="debootstrap-") as tmp:
+        with tempfile.TemporaryDirectory(dir=CACHE_DIR, prefix=f"debootstrap-{arch}-") as tmp:
             root = Path(tmp) / "root"
-            subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(INCLUDE)}", SUITE, str(root),
-                            debian_mirror()], check=True, capture_output=True)
+            stage = ["--foreign", f"--arch={arch}"] if foreign else []
+            _run_logged(["debootstrap", *stage, "--variant=minbase", f"--include={','.join(INCLUDE)}", SUITE,
+                         str(root), debian_mirror()], root)
+            if foreign:  # the second stage configures the packages, so it runs the root's own binaries
+                _run_logged(["chroot", str(root), "/debootstrap/debootstrap", "--second-stage"], root)
             subprocess.run(["chroot", str(root), "apt-get", "clean"], check=True)
             partial = tarball.with_suffix(".partial")
             subprocess.run(["tar", "-C", str(root), "-cf", str(partial), "."], check=True)
             partial.rename(tarball)  # whole or not at all: an interrupted run leaves no half root behind
     return tarball
+
+
+def _run_logged(cmd: list[str], root: Path) -> None:
+    """Run a debootstrap stage; on failure, raise with the end of its output and of debootstrap's own log."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        log = root / "debootstrap/debootstrap.log"
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        raise RuntimeError(f"{' '.join(cmd[:3])} … failed ({proc.returncode}):\n{proc.stdout[-2000:]}"
+                           f"{proc.stderr[-2000:]}\n{tail}")
 
 
 def _mounts_under(path: Path) -> list[str]:
@@ -93,10 +144,11 @@ def _mounts_under(path: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def fresh_root(where: Path) -> Iterator[Path]:
-    """A clean copy of the cached root at ``where``, with /proc mounted while it is in use."""
+def fresh_root(where: Path, arch: str | None = None) -> Iterator[Path]:
+    """A clean copy of the cached root for ``arch`` (default: this host's) at ``where``, with /proc mounted while
+    it is in use."""
     where.mkdir(parents=True)
-    subprocess.run(["tar", "-C", str(where), "-xf", str(pristine_tarball())], check=True)
+    subprocess.run(["tar", "-C", str(where), "-xf", str(pristine_tarball(arch))], check=True)
     policy = where / "usr/sbin/policy-rc.d"
     policy.write_text(POLICY_RC_D)
     policy.chmod(0o755)
