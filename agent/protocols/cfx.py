@@ -218,7 +218,7 @@ def unpack(data: bytes, content_encoding: str | None = None,
         except (OSError, EOFError, zlib.error) as e:
             raise CfxError(f"body: content-encoding gzip but not gzip data ({e})") from None
     if enc not in ("", "none", "identity"):
-        raise CfxError(f"body: content-encoding {content_encoding!r} is not gzip")
+        raise CfxError(f"body: content-encoding {str(content_encoding)!r} is not gzip")
     return data, notes
 
 

@@ -79,3 +79,10 @@ def test_a_reason_is_one_line_whatever_the_sender_put_in_a_type():
     with pytest.raises(cfx.CfxError) as err:
         _events(doc)
     assert str(err.value) == "envelope: MessageName CFX.Production.WorkStarted but MessageBody.$type 0\\x0a0"
+
+
+def test_an_unknown_content_encoding_is_quoted_as_the_sender_wrote_it():
+    from proton import symbol  # proton reads the property as a symbol: its repr was "symbol('br')"
+
+    with pytest.raises(cfx.CfxError, match=r"^body: content-encoding 'br' is not gzip$"):
+        cfx.unpack(b"{}", symbol("br"))
