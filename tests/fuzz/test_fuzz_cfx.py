@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import copy
 import gzip
+import json
+import os
 import re
 import tempfile
 import uuid
@@ -384,3 +386,7 @@ def teardown_module():
         if t.started is not None:  # not the tests a -k left out
             print(t.report())
     print("events produced:", dict(_events))
+    path = os.environ.get("FIXTURE_AGENT_FUZZ_REPORT")
+    if path and _events:  # how many events the accepted inputs made (an accepted root message makes none)
+        with open(path, "a") as f:
+            f.write(json.dumps({"test": "CFX events produced", **_events}) + "\n")
