@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from . import __version__
+from . import __version__, plugins
 from .config import Config, ConfigError, load_config
 from .preflight import EX_CONFIG, EX_SOFTWARE, StartupError
 
@@ -136,16 +136,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         "sources": stats.sources,
         "counters": stats.counters,
     }
-    if cfg.sinks.wats is not None and cfg.sinks.wats.enabled:
-        from .events.model import EventType
-        from .sinks.wats import SENT_TYPES
-
-        doc["wats"] = {"sends": list(SENT_TYPES), "not_sent": [t.value for t in EventType if t.value not in SENT_TYPES]}
-        from .sinks.wats import waiting_recipes
-
+    hooks = [(p, s) for p, s in plugins.configured(cfg) if p.status]  # what a plugin adds to its subscriber's row
+    if hooks:
         conn = _ro_conn(cfg.journal_path)
         try:
-            doc["wats"]["waiting_for_part_number"] = waiting_recipes(conn)
+            for plugin, section in hooks:
+                doc[plugin.name] = plugins.load(plugin.status)(cfg, section, conn)
         finally:
             conn.close()
     lines = [
@@ -192,14 +188,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                      f"oldest {_age(s['oldest_unacked_age_s']):<6} dead letters {s['dead_letters']}")
         if s["last_error"]:
             lines.append(f"  {'':<16} last: {s['last_error']}")
-        if s["name"] == "wats" and "wats" in doc:
-            lines.append(f"  {'':<16} sends: {', '.join(doc['wats']['sends'])}")
-            lines.append(f"  {'':<16} not sent to WATS: {', '.join(doc['wats']['not_sent'])}")
-            waiting = doc["wats"]["waiting_for_part_number"]
-            if waiting:
-                lines.append(f"  !! {sum(waiting.values())} result(s) wait for a part-number rule "
-                             "([[sinks.wats.products]]; they are sent at the next start once one matches): "
-                             + ", ".join(f"recipe {r} ({n})" for r, n in sorted(waiting.items())))
+        for plugin, _ in hooks:
+            if s["name"] == plugin.name and plugin.status_lines:
+                for line in plugins.load(plugin.status_lines)(doc[plugin.name]):
+                    lines.append(f"  {line}" if line.startswith("!!") else f"  {'':<16} {line}")
     _out(args, doc, "\n".join(lines))
     return EXIT_OK
 
@@ -471,7 +463,7 @@ def cmd_counters(args: argparse.Namespace) -> int:
     import getpass
 
     from .events.bus import EventBus
-    from .sources.counters import CounterLedger, counter_key
+    from .events.counters import CounterLedger, counter_key
 
     cfg = _config(args)
     if args.action == "show":  # read-only: a Journal's close ran a checkpoint, a "show" that moved the file
@@ -547,69 +539,10 @@ def _chain(cfg: Config):
     return HandlerChain([ValidationMiddleware(), EnrichmentMiddleware({k: v for k, v in station.items() if v})])
 
 
-#: What the WATS uplink does with each event type it sends (``docs/wats-uplink.md``).
-WATS_ROUTES = {
-    "test.result": "POST /api/Report/WSJF", "inspection.result": "POST /api/Report/WSJF",
-    "asset.counters": "PUT /api/Asset/SetRunningCount + SetTotalCount", "asset.state_changed": "PUT /api/Asset/State",
-    "asset.fault": "POST /api/Asset/Message", "asset.maintenance": "POST /api/Asset/Maintenance",
-    "asset.calibration": "POST /api/Asset/Calibration",
-    "material.installed": "POST /api/Production/AddChildUnit (components with a serial number)",
-}
-
-
 def cmd_cfx_samples(args: argparse.Namespace) -> int:
-    from .protocols import cfx
-    from .protocols.cfx_mapping import to_events
-    from .protocols.cfx_samples import SAMPLES
+    from .cfx_tools import samples
 
-    if args.list:
-        _out(args, {n: d for n, (d, _) in SAMPLES.items()},
-             "\n".join(f"{n:<24} {SAMPLES[n][1]['MessageName']:<48} {d}" for n, (d, _) in SAMPLES.items()))
-        return EXIT_OK
-    name = args.show or args.convert
-    if name not in SAMPLES:
-        print(f"fixture-agent cfx samples: no sample {name!r}; --list shows them", file=sys.stderr)
-        return EXIT_USAGE
-    doc = SAMPLES[name][1]
-    if args.show:
-        print(json.dumps(doc, indent=2))
-        return EXIT_OK
-    from .protocols.wsjf import MappingError, Station, to_wsjf
-
-    events = to_events(cfx.decode(cfx.encode(doc))[0], "cfx:samples")
-    station = Station(machine_name="fixture-agent-demo", location="Demo line", purpose="Demo",
-                      process_codes={}, default_process_code=10, default_part_number="CFX-SAMPLE",
-                      recipe_as_part_number=True)
-    if args.config:
-        cfg = load_config(args.config)
-        if cfg.sinks.wats is not None:
-            from .sinks.wats import station_for
-
-            station = station_for(cfg.sinks.wats, station=cfg.agent.station, location=cfg.agent.location or "-",
-                                  purpose=cfg.agent.purpose or "-")
-    out = []
-    for e in events:
-        entry: dict[str, Any] = {"event": json.loads(msgspec.json.encode(e)), "wats": WATS_ROUTES.get(e.event_type,
-                                                                                                         "not sent to WATS")}
-        if e.event_type in ("test.result", "inspection.result"):
-            try:
-                entry["wsjf"] = to_wsjf(e, station)
-            except MappingError as err:
-                entry["wsjf_error"] = str(err)
-        out.append(entry)
-    if args.json:
-        print(json.dumps(out, indent=2, default=str))
-        return EXIT_OK
-    for entry in out:
-        print(f"{entry['event']['event_type']}  →  WATS: {entry['wats']}")
-        print(json.dumps(entry["event"]["payload"], indent=2, default=str))
-        if "wsjf" in entry:
-            print("WSJF report:")
-            print(json.dumps(entry["wsjf"], indent=2, default=str))
-        if "wsjf_error" in entry:
-            print(f"not a WATS report: {entry['wsjf_error']}")
-        print()
-    return EXIT_OK
+    return samples(args)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -640,10 +573,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         for p in problems:
             print(f"fixture-agent: {p}", file=sys.stderr)
         return problems[0].exit_code
-    sources = ([f"serial:{s.name}" for s in cfg.sources.serial] + (["gpio"] if cfg.sources.gpio else [])
-               + (["simulated"] if cfg.sources.simulated else [])
-               + ([f"mqtt:{cfg.sources.mqtt.name}"] if cfg.sources.mqtt and cfg.sources.mqtt.enabled else [])
-               + ([f"cfx:{cfg.sources.cfx.name}"] if cfg.sources.cfx and cfg.sources.cfx.enabled else []))
+    sources = [name for p, section in plugins.configured(cfg, "sources") if p.source_names
+               for name in p.source_names(section)]
     doc = {"ok": True, "file": cfg.source_path, "station": cfg.agent.station, "journal": str(cfg.journal_path),
            "sources": sources, "sinks": cfg.enabled_sinks()}
     _out(args, doc, f"{cfg.source_path}: ok (station {cfg.agent.station}, journal {cfg.journal_path}, "

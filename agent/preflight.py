@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import secrets
+from . import plugins, secrets
 from .config import Config, ConfigError, parse_listen, show_value
 
 T = TypeVar("T")
@@ -138,27 +138,23 @@ def open_journal(cfg: Config, opener: Callable[[], T]) -> T:
 
 
 # ---------------------------------------------------------------------------------------------------- files
+#: the fields of any section that name a secret file, or a TLS file (PEM), whichever plugin it is
+SECRET_FIELDS = ("token_file", "password_file")
+TLS_FIELDS = ("ca_file", "cert_file", "key_file")
+
+
+def _fields(cfg: Config, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [(f"{key}.{f}", getattr(sec, f)) for _, key, sec in plugins.keyed_sections(cfg) for f in names
+            if getattr(sec, f, None)]
+
+
 def _secret_files(cfg: Config) -> list[tuple[str, str]]:
     """(key, path) of every secret file an enabled section reads."""
-    out: list[tuple[str, str]] = []
-    w = cfg.sinks.wats
-    if w is not None and w.enabled and w.token_file:
-        out.append(("sinks.wats.token_file", w.token_file))
-    for key, sec in (("sources.mqtt", cfg.sources.mqtt), ("sinks.mqtt", cfg.sinks.mqtt),
-                     ("sources.cfx", cfg.sources.cfx), ("sinks.cfx", cfg.sinks.cfx)):
-        if sec is not None and sec.enabled and sec.password_file:
-            out.append((f"{key}.password_file", sec.password_file))
-    return out
+    return _fields(cfg, SECRET_FIELDS)
 
 
 def _tls_files(cfg: Config) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    for key, sec in (("sources.mqtt", cfg.sources.mqtt), ("sinks.mqtt", cfg.sinks.mqtt),
-                     ("sources.cfx", cfg.sources.cfx), ("sinks.cfx", cfg.sinks.cfx)):
-        if sec is not None and sec.enabled:
-            out.extend((f"{key}.{f}", getattr(sec, f)) for f in ("ca_file", "cert_file", "key_file")
-                       if getattr(sec, f))
-    return out
+    return _fields(cfg, TLS_FIELDS)
 
 
 def _file_problems(cfg: Config) -> list[StartupError]:
@@ -186,19 +182,6 @@ def _file_problems(cfg: Config) -> list[StartupError]:
 
 # ---------------------------------------------------------------------------------------------------- packages
 #: (section key, module, the extra that installs it)
-_PACKAGES = (("sinks.wats", "httpx", "wats"), ("sinks.mqtt", "paho", "mqtt"), ("sinks.cfx", "proton", "cfx"),
-             ("sources.serial", "serial", "serial"), ("sources.mqtt", "paho", "mqtt"),
-             ("sources.cfx", "proton", "cfx"), ("sources.gpio", "gpiozero", "gpio"))
-
-
-def _section_on(cfg: Config, key: str) -> bool:
-    group, name = key.split(".")
-    sec = getattr(getattr(cfg, group), name)
-    if isinstance(sec, list):
-        return bool(sec)
-    return sec is not None and getattr(sec, "enabled", True)
-
-
 def package_problem(cfg_source: str, key: str, module: str, extra: str) -> StartupError | None:
     if importlib.util.find_spec(module) is None:
         return StartupError(f"{cfg_source}: [{key}] needs the {module} package: pip install 'fixture-agent[{extra}]'",
@@ -207,8 +190,9 @@ def package_problem(cfg_source: str, key: str, module: str, extra: str) -> Start
 
 
 def _package_problems(cfg: Config) -> list[StartupError]:
-    return [p for key, module, extra in _PACKAGES
-            if _section_on(cfg, key) and (p := package_problem(cfg.source_path, key, module, extra)) is not None]
+    needed = dict.fromkeys((p.key, *p.needs) for p, _ in plugins.configured(cfg) if p.needs)  # in build order
+    return [e for key, module, extra in needed
+            if (e := package_problem(cfg.source_path, key, module, extra)) is not None]
 
 
 # ---------------------------------------------------------------------------------------------------- addresses
@@ -245,12 +229,9 @@ def listen_problem(cfg: Config, key: str, value: str) -> StartupError | None:
 
 
 def listen_addresses(cfg: Config) -> list[tuple[str, str]]:
-    """(key, host:port) of everything the agent listens on."""
+    """(key, host:port) of everything the agent listens on: the metrics listener, and any section's ``listen``."""
     out = [("metrics.listen", cfg.metrics.listen)] if cfg.metrics.enabled else []
-    c = cfg.sinks.cfx
-    if c is not None and c.enabled and c.listen:
-        out.append(("sinks.cfx.listen", c.listen))
-    return out
+    return out + _fields(cfg, ("listen",))
 
 
 # ---------------------------------------------------------------------------------------------------- together

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__, preflight
+from . import __version__, plugins, preflight
 from .config import Config, ConfigError, parse_listen, show_value
 from .events.bus import EventBus
 from .events.chain import EnrichmentMiddleware, HandlerChain, ValidationMiddleware
@@ -49,10 +49,8 @@ class Agent:
         self._lock_fd: int | None = None
         self.health_server: Any = None
         self.sources: list[BaseTransport] = []
-        self.wats: Any = None
-        self.telemetry: Any = None
-        self.cfx: Any = None
-        self._simulators: list[Any] = []
+        self.sinks: dict[str, Any] = {}  # plugin name → the running sink
+        self._context: plugins.BuildContext | None = None
         self.thread_died: str | None = None
         self.notify = SystemdNotifier()  # READY, WATCHDOG, and a salvage's start-timeout extensions
 
@@ -71,62 +69,31 @@ class Agent:
         self.bus = EventBus(self.journal, name=f"bus:{cfg.agent.station}", chain=chain, metrics=self.metrics)
         self.lifecycle.add_event_bus(self.bus, priority=10)
 
-        if cfg.sinks.wats and cfg.sinks.wats.enabled:
-            _require("httpx", "sinks.wats", "wats")
-            from .sinks.wats import WatsSink
-
-            self.wats = WatsSink(cfg.sinks.wats, station=cfg.agent.station, location=cfg.agent.location,
-                                 purpose=cfg.agent.purpose, data_dir=cfg.data_dir, journal=self.journal)
-            self.bus.register_handler(self.wats)
-        if cfg.sinks.mqtt and cfg.sinks.mqtt.enabled:
-            _require("paho", "sinks.mqtt", "mqtt")
-            from .sinks.mqtt import MqttTelemetrySink
-
-            self.telemetry = MqttTelemetrySink(cfg.sinks.mqtt, station=cfg.agent.station, journal=self.journal)
-            self.bus.register_handler(self.telemetry)
-            # connected before the bus starts delivering to it, disconnected after the bus stopped
-            self.lifecycle.add_component(self.telemetry, priority=9, name="sink:mqtt")
-        if cfg.sinks.cfx and cfg.sinks.cfx.enabled:
-            _require("proton", "sinks.cfx", "cfx")
-            from .sinks.cfx import CfxEndpoint
-
-            self.cfx = CfxEndpoint(cfg.sinks.cfx, station=cfg.agent.station)
-            self.bus.register_handler(self.cfx)
-            self.lifecycle.add_component(self.cfx, priority=9, name="sink:cfx")
+        # every configured sink, then every source, as the plugin tables declare them (agent.plugins)
+        self._context = plugins.BuildContext(config=cfg, journal=self.journal)
+        for plugin, section in plugins.configured(cfg, "sinks"):
+            if plugin.needs:
+                _require(plugin.needs[0], plugin.key, plugin.needs[1])
+            sink = plugin.builder()(section, self._context)
+            self.sinks[plugin.name] = sink
+            self.bus.register_handler(sink)
+            if hasattr(sink, "start") and hasattr(sink, "stop"):
+                # connected before the bus starts delivering to it, disconnected after the bus stopped
+                self.lifecycle.add_component(sink, priority=9, name=f"sink:{plugin.name}")
+            if hasattr(sink, "close"):
+                self._context.on_close(sink.close)
         self._warn_unconfigured_subscribers()
-        # sent unprotected (issue 23 item 9): the WATS sink says its own when built, the brokers' are said here
+        # sent unprotected (issue 23 item 9): a plugin that says its own when built is left to it
         from .transport_warnings import insecure_transports, log_warnings
 
         self.security_warnings = insecure_transports(cfg)
-        log_warnings([w for w in self.security_warnings if not w.startswith("sinks.wats")], log)
+        own = tuple(p.key for p in plugins.all_plugins() if p.warns_itself)
+        log_warnings([w for w in self.security_warnings if not w.startswith(own)], log)
 
-        if cfg.sources.simulated and cfg.sources.simulated.enabled:
-            from .sources.simulated import SimulatedFixture
-
-            self.sources.append(SimulatedFixture(cfg.sources.simulated, cfg.agent.station))
-        if cfg.sources.serial:
-            _require("serial", "sources.serial", "serial")
-            from .sources.serial import make_serial_source
-
-            for s in cfg.sources.serial:
-                if s.port.startswith("simulator:"):
-                    s = self._start_simulator(s)
-                self.sources.append(make_serial_source(s))
-        if cfg.sources.mqtt and cfg.sources.mqtt.enabled:
-            _require("paho", "sources.mqtt", "mqtt")
-            from .sources.mqtt import MqttSource
-
-            self.sources.append(MqttSource(cfg.sources.mqtt, cfg.agent.station))
-        if cfg.sources.cfx and cfg.sources.cfx.enabled:
-            _require("proton", "sources.cfx", "cfx")
-            from .sources.cfx import CfxSource
-
-            self.sources.append(CfxSource(cfg.sources.cfx, cfg.agent.station))
-        if cfg.sources.gpio:
-            _require("gpiozero", "sources.gpio", "gpio")
-            from .sources.gpio import GpioSource
-
-            self.sources.append(GpioSource(cfg.sources.gpio))
+        for plugin, section in plugins.configured(cfg, "sources"):
+            if plugin.needs:
+                _require(plugin.needs[0], plugin.key, plugin.needs[1])
+            self.sources.append(plugin.builder()(section, self._context))
         for src in self.sources:
             self.bus.register_transport(src)
 
@@ -155,23 +122,6 @@ class Agent:
             # a corrupt journal is salvaged before READY: keep systemd's start timeout from killing that
             progress=lambda what: notify.send(f"EXTEND_TIMEOUT_USEC=60000000\nSTATUS={what}"),
         ))
-
-    def _start_simulator(self, s):
-        """``port = "simulator:jsonl"`` (or ``simulator:scpi``): a simulated fixture on a real pseudo-terminal,
-        started with the agent, so the demo runs the real serial path with nothing plugged in."""
-        import msgspec
-
-        from . import simulator
-
-        protocol = s.port.split(":", 1)[1] or "jsonl"
-        if protocol not in ("jsonl", "scpi"):
-            raise ValueError(f"sources.serial {s.name}: port {s.port!r}: use simulator:jsonl or simulator:scpi")
-        link = self.config.data_dir / f"{s.name}.tty"
-        kw = {"interval": 1.0, "asset_id": s.asset_id} if protocol == "jsonl" else {}
-        pty, _device, _thread = simulator.start(protocol, link=link, garbage_rate=0.02, **kw)
-        self._simulators.append(pty)
-        log.info("sources.serial %s: simulated %s fixture on %s (%s)", s.name, protocol, pty.path, link)
-        return msgspec.structs.replace(s, port=str(link))
 
     def _take_lock(self) -> None:
         """One agent per journal: a second one would deliver everything twice."""
@@ -302,8 +252,9 @@ class Agent:
         named by the key that configures it."""
         cfg = self.config
         for key, value in preflight.listen_addresses(cfg):
-            if label == {"metrics.listen": "health-server", "sinks.cfx.listen": "sink:cfx"}[key] \
-                    and e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            # the component that binds it: the health server, or the sink (sink:<name>) whose section has listen
+            owner = "health-server" if key == "metrics.listen" else "sink:" + key.split(".")[1]
+            if label == owner and e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
                 return preflight.listen_error(cfg, key, value, e)
         return preflight.StartupError(f"{cfg.source_path}: could not start {label}: {e.strerror or e}",
                                       preflight.EX_UNAVAILABLE)
@@ -325,10 +276,12 @@ class Agent:
 
     def close(self) -> None:
         self.lifecycle.stop()
-        if getattr(self, "wats", None) is not None:
-            self.wats.close()
-        for pty in self._simulators:
-            pty.close()
+        if self._context is not None:
+            for close in reversed(self._context.closers):
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - close the rest, and the journal
+                    log.exception("closing: %r failed", close)
         if getattr(self, "journal", None) is not None:
             self.journal.close()
         if self._lock_fd is not None:

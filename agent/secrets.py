@@ -9,7 +9,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from .config import ConfigError
+from .config_base import ConfigError
 
 
 def mode_problem(path: Path, mode: int | None = None) -> str | None:

@@ -59,7 +59,7 @@ def _bare(url: str, messages: list) -> float:
 def _agent(url: str, events, tmp: Path) -> float:
     import msgspec
 
-    from agent.config import CfxSinkSection
+    from agent.sinks.cfx_plugin import CfxSinkSection
     from agent.sinks.cfx import CfxEndpoint
 
     cfg = msgspec.convert({"url": url, "handle": "Bench.Fixture.1", "address": "/exchange/cfx", "window": WINDOW,

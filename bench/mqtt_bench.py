@@ -72,7 +72,7 @@ def _bare_publish(port: int, payloads: list[bytes]) -> float:
 def _agent_publish(port: int, events, tmp: Path) -> float:
     import msgspec
 
-    from agent.config import MqttSinkSection
+    from agent.sinks.mqtt_plugin import MqttSinkSection
     from agent.sinks.mqtt import MqttTelemetrySink
 
     cfg = msgspec.convert({"port": port, "window": WINDOW, "health_interval": 3600}, MqttSinkSection)

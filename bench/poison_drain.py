@@ -50,7 +50,7 @@ s.close()
 
 def _drain(url: str, token: str, events: list, tmp: Path) -> tuple[float, int, int]:
     """events/s from a journal backlog until the cursor passed the last one; (rate, delivered, dead letters)."""
-    from agent.config import WatsSinkSection
+    from agent.sinks.wats_plugin import WatsSinkSection
     from agent.events import EventBus, Journal
     from agent.sinks.wats import WatsSink
 

@@ -262,7 +262,7 @@ def _pty_feed(lines: list[bytes]) -> tuple[int, int, threading.Thread, threading
 def bench_serial(tmp: Path, n: int) -> dict:
     import serial as pyserial
 
-    from agent.config import SerialSourceSection
+    from agent.sources.serial_plugin import SerialSourceSection
     from agent.sources.serial import JsonLinesSource
 
     lines = [json.dumps({"type": "counters", "seq": i, "session": "bench", "running_count": i,

@@ -48,7 +48,7 @@ def _bare(url: str, token: str, bodies: list[bytes]) -> float:
 
 
 def _agent(url: str, token: str, events, tmp: Path) -> float:
-    from agent.config import WatsSinkSection
+    from agent.sinks.wats_plugin import WatsSinkSection
     from agent.sinks.wats import WatsSink
 
     tok = tmp.with_name(tmp.name + ".token")

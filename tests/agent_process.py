@@ -5,24 +5,39 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 from tests.conftest import ROOT, cli_cmd, run_cli
 
 
 def start_agent(cfg: Path) -> subprocess.Popen:
-    return subprocess.Popen(cli_cmd("run", "-c", str(cfg)), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    """The agent as a process; its log goes to a file (``agent.log_file``). A pipe read only at the stop filled
+    after about 570 WATS reports (httpx logs a line per request) and froze the agent mid-send."""
+    log = tempfile.TemporaryFile(mode="w+", prefix="agent-log-")
+    agent = subprocess.Popen(cli_cmd("run", "-c", str(cfg)), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
+                             text=True)
+    agent.log_file = log  # type: ignore[attr-defined]
+    return agent
+
+
+def agent_log(agent: subprocess.Popen) -> str:
+    log = agent.log_file  # type: ignore[attr-defined]
+    log.flush()
+    log.seek(0)
+    return log.read()
 
 
 def stop_agent(agent: subprocess.Popen, timeout: float = 30) -> str:
     """SIGTERM, as systemd stops it; the agent must exit 0. Returns what it logged."""
     agent.send_signal(signal.SIGTERM)
     try:
-        _, err = agent.communicate(timeout=timeout)
+        agent.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         agent.kill()
-        _, err = agent.communicate()
+        agent.wait()
+    err = agent_log(agent)
+    agent.log_file.close()  # type: ignore[attr-defined]
     assert agent.returncode == 0, err
     return err
 

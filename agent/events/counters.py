@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from ..events.journal import StateConflict
-from ..events.model import Event, EventType
-from ..events.payloads import AssetCountersEvent
+from .journal import StateConflict
+from .model import Event, EventType
+from .payloads import AssetCountersEvent
 
 if TYPE_CHECKING:
-    from ..events.bus import EventBus
+    from .bus import EventBus
 
 
 def counter_key(asset_id: str) -> str:

@@ -18,7 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..config import AmqpConnectionSection, ConfigError
+from ..config_base import ConfigError
+from .amqp_config import AmqpConnectionSection
 from ..events.backoff import backoff_delay
 from ..secrets import read_secret_file
 

@@ -17,7 +17,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..config import ConfigError, MqttConnectionSection
+from ..config_base import ConfigError
+from .mqtt_config import MqttConnectionSection
 from ..events.backoff import backoff_delay
 from ..secrets import read_secret_file
 

@@ -37,7 +37,7 @@ from typing import Any
 from .. import __version__
 from proton.handlers import MessagingHandler  # this module is imported only when CFX is configured
 
-from ..config import CfxSinkSection
+from .cfx_plugin import CfxSinkSection
 from ..events.handlers import PipelinedHandler, Receipt, SettableReceipt
 from ..events.model import Event
 from ..events.policies import CircuitBreaker, PermanentError, RetryPolicy, TransientError
@@ -479,3 +479,8 @@ class _Heartbeat:
             event.container.schedule(float(ep.cfg.heartbeat_interval), self)
         if ep.ready.is_set():
             self.link.send(ep.heartbeat_doc(), None)
+
+
+def build(section: CfxSinkSection, ctx) -> CfxEndpoint:
+    """The plugin's build (``cfx_plugin.PLUGIN``)."""
+    return CfxEndpoint(section, station=ctx.station)

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .. import __version__
-from ..config import MqttSinkSection, default_client_id
+from ..protocols.mqtt_config import default_client_id
+from .mqtt_plugin import MqttSinkSection
 from ..events.handlers import PipelinedHandler, Receipt, SettableReceipt
 from ..events.ids import BOOT_ID, uuid7
 from ..events.model import Event
@@ -196,3 +197,8 @@ class MqttTelemetrySink(PipelinedHandler):
             return None
         return f"broker {self.cfg.broker} unreachable ({self.conn.last_error or 'connecting'}); events wait in " \
                "the journal"
+
+
+def build(section: MqttSinkSection, ctx) -> MqttTelemetrySink:
+    """The plugin's build (``mqtt_plugin.PLUGIN``)."""
+    return MqttTelemetrySink(section, station=ctx.station, journal=ctx.journal)

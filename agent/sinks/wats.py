@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable
 from urllib.parse import quote
 
 from .. import __version__
-from ..config import ConfigError, WatsSinkSection
+from ..config_base import ConfigError
+from .wats_plugin import WatsSinkSection
 from ..secrets import read_secret_file
 from ..events.handlers import BaseHandler
 from ..events.ids import BOOT_ID, clock_synchronized
@@ -64,6 +65,15 @@ REPORT_TYPES = (EventType.TEST_RESULT.value, EventType.INSPECTION_RESULT.value)
 SENT_TYPES = (*REPORT_TYPES, EventType.ASSET_COUNTERS.value, EventType.ASSET_STATE_CHANGED.value,
               EventType.ASSET_FAULT.value, EventType.ASSET_MAINTENANCE.value, EventType.ASSET_CALIBRATION.value,
               EventType.MATERIAL_INSTALLED.value)
+#: What the uplink does with each event type it sends (docs/wats-uplink.md): ``cfx samples`` and ``status`` say it,
+#: and a test holds its keys equal to SENT_TYPES and to what ``handle`` dispatches.
+ROUTES = {
+    "test.result": "POST /api/Report/WSJF", "inspection.result": "POST /api/Report/WSJF",
+    "asset.counters": "PUT /api/Asset/SetRunningCount + SetTotalCount", "asset.state_changed": "PUT /api/Asset/State",
+    "asset.fault": "POST /api/Asset/Message", "asset.maintenance": "POST /api/Asset/Maintenance",
+    "asset.calibration": "POST /api/Asset/Calibration",
+    "material.installed": "POST /api/Production/AddChildUnit (components with a serial number)",
+}
 INFLIGHT_KEY = "wats:log-entry-in-flight"
 #: Absolute values: a later event replaces an earlier one, so an earlier one must never be sent after it.
 LATEST_WINS = (EventType.ASSET_COUNTERS.value, EventType.ASSET_STATE_CHANGED.value)
@@ -726,3 +736,27 @@ def _server_text(resp) -> str:
             if doc.get(key):
                 return str(doc[key])[:300]
     return json.dumps(doc)[:300]
+
+
+def build(section: WatsSinkSection, ctx) -> WatsSink:
+    """The plugin's build (``wats_plugin.PLUGIN``)."""
+    agent = ctx.config.agent
+    return WatsSink(section, station=agent.station, location=agent.location, purpose=agent.purpose,
+                    data_dir=ctx.data_dir, journal=ctx.journal)
+
+
+def status(config, section: WatsSinkSection, conn) -> dict:
+    """What ``status --json`` says of the uplink beyond its subscriber row (the plugin's status hook)."""
+    return {"sends": list(SENT_TYPES), "not_sent": [t.value for t in EventType if t.value not in SENT_TYPES],
+            "waiting_for_part_number": waiting_recipes(conn)}
+
+
+def status_lines(doc: dict) -> list[str]:
+    """The words ``status`` prints under the uplink's subscriber row; a line starting "!!" needs someone to act."""
+    lines = [f"sends: {', '.join(doc['sends'])}", f"not sent to WATS: {', '.join(doc['not_sent'])}"]
+    waiting = doc["waiting_for_part_number"]
+    if waiting:
+        lines.append(f"!! {sum(waiting.values())} result(s) wait for a part-number rule ([[sinks.wats.products]]; "
+                     "they are sent at the next start once one matches): "
+                     + ", ".join(f"recipe {r} ({n})" for r, n in sorted(waiting.items())))
+    return lines

@@ -39,7 +39,7 @@ from typing import Any
 
 from proton.handlers import MessagingHandler  # this module is imported only when CFX is configured
 
-from ..config import CfxSourceSection
+from .cfx_plugin import CfxSourceSection
 from ..events.backoff import backoff_delay
 from ..events.model import Event
 from ..events.recent import RecentKeys
@@ -437,3 +437,8 @@ class _Receiver(Reconnecting, MessagingHandler):
         self.pending.clear()
         self.pending_ids.clear()
         src.record_status()
+
+
+def build(section: CfxSourceSection, ctx) -> CfxSource:
+    """The plugin's build (``cfx_plugin.PLUGIN``)."""
+    return CfxSource(section, ctx.station)

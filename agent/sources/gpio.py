@@ -22,14 +22,14 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from ..config import GpioSourceSection
+from .gpio_plugin import GpioSourceSection
 from ..events.handlers import FilteringHandler
 from ..events.journal import JournalError
 from ..events.model import Event, EventType
 from ..events.payloads import AssetState, AssetStateChangedEvent, TestResult, TestResultEvent, TestStep
 from ..events.transports import ThreadedTransport
 from ..protocols.results import judged, overall
-from .counters import CounterLedger
+from ..events.counters import CounterLedger
 
 log = logging.getLogger(__name__)
 
@@ -197,3 +197,8 @@ class _Lamps(FilteringHandler):
 
     def handle(self, event: Event) -> None:
         self._show(event)
+
+
+def build(section: GpioSourceSection, ctx) -> GpioSource:
+    """The plugin's build (``gpio_plugin.PLUGIN``)."""
+    return GpioSource(section)

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import msgspec
 
-from ..config import MqttSourceSection, default_client_id
+from ..protocols.mqtt_config import default_client_id
+from .mqtt_plugin import MqttSourceSection
 from ..events.backoff import backoff_delay
 from ..events.model import Event
 from ..events.recent import RecentKeys
@@ -464,3 +465,8 @@ def _parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo is not None else None
+
+
+def build(section: MqttSourceSection, ctx) -> MqttSource:
+    """The plugin's build (``mqtt_plugin.PLUGIN``)."""
+    return MqttSource(section, ctx.station)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..config import SerialSourceSection
+from .serial_plugin import SerialSourceSection
 from ..events.journal import JournalError
 from ..events.model import Event, EventType
 from ..events.payloads import (
@@ -313,3 +313,26 @@ def make_serial_source(cfg: SerialSourceSection) -> SerialSource:
 
 
 __all__ = ["JsonLinesSource", "ScpiSource", "SerialSource", "make_serial_source"]
+
+
+def build(section: SerialSourceSection, ctx) -> SerialSource:
+    """The plugin's build (``serial_plugin.PLUGIN``). ``port = "simulator:jsonl"`` (or ``simulator:scpi``): a
+    simulated fixture on a real pseudo-terminal, started with the agent and closed with it, so the demo runs the
+    real serial path with nothing plugged in."""
+    if section.port.startswith("simulator:"):
+        section = _simulated_port(section, ctx)
+    return make_serial_source(section)
+
+
+def _simulated_port(s: SerialSourceSection, ctx) -> SerialSourceSection:
+    from .. import simulator
+
+    protocol = s.port.split(":", 1)[1] or "jsonl"
+    if protocol not in ("jsonl", "scpi"):
+        raise ValueError(f"sources.serial {s.name}: port {s.port!r}: use simulator:jsonl or simulator:scpi")
+    link = ctx.data_dir / f"{s.name}.tty"
+    kw = {"interval": 1.0, "asset_id": s.asset_id} if protocol == "jsonl" else {}
+    pty, _device, _thread = simulator.start(protocol, link=link, garbage_rate=0.02, **kw)
+    ctx.on_close(pty.close)
+    log.info("sources.serial %s: simulated %s fixture on %s (%s)", s.name, protocol, pty.path, link)
+    return msgspec.structs.replace(s, port=str(link))

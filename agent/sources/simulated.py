@@ -13,14 +13,14 @@ import random
 import threading
 from datetime import datetime, timedelta, timezone
 
-from ..config import SimulatedSourceSection
+from .simulated_plugin import SimulatedSourceSection
 from ..events.model import Event, EventType
 from ..events.payloads import (
     AssetState, AssetStateChangedEvent, AssetTelemetryEvent, TestResult, TestResultEvent, TestStep,
 )
 from ..events.transports import ThreadedTransport
 from ..protocols.results import judged, overall
-from .counters import CounterLedger
+from ..events.counters import CounterLedger
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +97,8 @@ class SimulatedFixture(ThreadedTransport):
             units={"temperature_c": "degC", "humidity_pct": "%"},
         )
         return Event.create(EventType.ASSET_TELEMETRY, payload, source=self.name)
+
+
+def build(section: SimulatedSourceSection, ctx) -> SimulatedFixture:
+    """The plugin's build (``simulated_plugin.PLUGIN``)."""
+    return SimulatedFixture(section, ctx.station)

@@ -7,7 +7,7 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockConnectedPin, MockFactory
 
-from agent.config import GpioSourceSection
+from agent.sources.gpio_plugin import GpioSourceSection
 from agent.events import Event, EventBus, Journal
 from agent.sources.gpio import GpioSource
 from tests.conftest import run_cli, wait_for

@@ -15,7 +15,7 @@ import pytest
 
 from agent import __version__
 from agent.events.ids import clock_synchronized
-from tests.agent_process import start_agent, status, stop_agent
+from tests.agent_process import agent_log, start_agent, status, stop_agent
 from tests.browser import Browser
 from tests.conftest import free_port, run_cli, wait_for
 from tests.wats_standin import WatsStandIn
@@ -128,7 +128,7 @@ def test_status_page_in_a_browser_flowing_paused_and_dead_letters(browser, wats,
     agent = start_agent(cfg)
     try:
         # 1. all flowing: the simulated station's results (ten a second) reach the stand-in as they come
-        assert wait_for(lambda: wats.unique_reports >= 5, 60), agent.stderr
+        assert wait_for(lambda: wats.unique_reports >= 5, 60), agent_log(agent)[-2000:]
         assert wait_for(lambda: all(s["backlog"] <= 20 and s["state"] == "running"
                                     for s in status(cfg)["subscribers"]), 30), status(cfg)["subscribers"]
         code, ctype, raw = fetch(port)
@@ -165,7 +165,7 @@ def test_status_page_in_a_browser_flowing_paused_and_dead_letters(browser, wats,
     agent = start_agent(cfg)
     try:
         assert wait_for(lambda: any(s["name"] == "wats" and s["state"] == "paused" and s["backlog"] >= 3
-                                    for s in status(cfg)["subscribers"]), 60), agent.stderr
+                                    for s in status(cfg)["subscribers"]), 60), agent_log(agent)[-2000:]
         # 3. dead letters: bad input with a <script> payload, through the CLI as a script would send it
         bad = json.dumps({"type": "test.result", "payload": {"unit_id": XSS, "result": XSS,
                                                              "start_time": "2026-01-01T00:00:00Z"}})

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from agent.cli import main as cli_main
-from agent.config import WatsSinkSection
+from agent.sinks.wats_plugin import WatsSinkSection
 from agent.events import Event, EventBus, Journal
 from agent.protocols import cfx
 from agent.protocols.cfx_mapping import to_events

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 import msgspec
 import pytest
 
-from agent.config import ConfigError, WatsSinkSection
+from agent.config import ConfigError
+from agent.sinks.wats_plugin import WatsSinkSection
 from agent.events import Event, EventBus, Journal
 from agent.sinks.wats import WatsSink, retry_after_seconds
 from tests.conftest import ROOT, cli_cmd, run_cli, wait_for
