@@ -209,7 +209,7 @@ class Doctor:
             return
         import threading
 
-        from .protocols.mqtt_connection import MqttConnection, topic_level
+        from .connections.mqtt import MqttConnection, topic_level
 
         label = f"broker {key}"
         try:
@@ -258,7 +258,7 @@ class Doctor:
         from proton import ConnectionException, Timeout
         from proton.utils import BlockingConnection
 
-        from .protocols.amqp_connection import connect_options
+        from .connections.amqp import connect_options
 
         label = f"broker {key}"
         try:

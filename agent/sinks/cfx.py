@@ -42,7 +42,7 @@ from ..events.handlers import PipelinedHandler, Receipt, SettableReceipt
 from ..events.model import Event
 from ..events.policies import CircuitBreaker, PermanentError, RetryPolicy, TransientError
 from ..protocols import cfx
-from ..protocols.amqp_connection import ContainerThread, Reconnecting, connect_options, guarded, refuse_oversize
+from ..connections.amqp import ContainerThread, Reconnecting, connect_options, guarded, refuse_oversize
 from ..protocols.cfx_mapping import PUBLISHED_TYPES, RELAYED_BY, cfx_origin, is_own, relay_cfx, timespan, to_cfx
 
 log = logging.getLogger(__name__)

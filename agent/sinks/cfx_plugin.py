@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..config_base import FieldError, parse_duration, parse_fields, parse_listen, parse_size
 from ..plugins import Plugin
-from ..protocols.amqp_config import AmqpConnectionSection, check_handle
+from ..connections.amqp_config import AmqpConnectionSection, check_handle
 
 
 class CfxSinkSection(AmqpConnectionSection, kw_only=True):

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .. import __version__
-from ..protocols.mqtt_config import default_client_id
+from ..connections.mqtt_config import default_client_id
 from .mqtt_plugin import MqttSinkSection
 from ..events.handlers import PipelinedHandler, Receipt, SettableReceipt
 from ..events.ids import BOOT_ID, uuid7
 from ..events.model import Event
 from ..events.policies import CircuitBreaker, PermanentError, RetryPolicy, TransientError
-from ..protocols.mqtt_connection import MqttConnection, topic_level
+from ..connections.mqtt import MqttConnection, topic_level
 
 if TYPE_CHECKING:
     from ..events.journal import Journal

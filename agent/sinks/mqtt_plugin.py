@@ -6,7 +6,7 @@ from typing import Literal
 
 from ..config_base import FieldError, parse_duration, parse_fields
 from ..plugins import Plugin
-from ..protocols.mqtt_config import MqttConnectionSection
+from ..connections.mqtt_config import MqttConnectionSection
 
 
 class MqttSinkSection(MqttConnectionSection, kw_only=True):

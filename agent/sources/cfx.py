@@ -45,7 +45,7 @@ from ..events.model import Event
 from ..events.recent import RecentKeys
 from ..events.transports import BaseTransport, TransportState
 from ..protocols import cfx
-from ..protocols.amqp_connection import ContainerThread, Reconnecting, connect_options, guarded, refuse_oversize
+from ..connections.amqp import ContainerThread, Reconnecting, connect_options, guarded, refuse_oversize
 from ..protocols.cfx_mapping import MAPPERS, RELAYED_BY, to_events
 from .base import STATUS_EVERY, StatusRecord
 

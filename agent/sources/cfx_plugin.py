@@ -6,7 +6,7 @@ import re
 
 from ..config_base import FieldError, parse_fields, parse_size
 from ..plugins import Plugin
-from ..protocols.amqp_config import AmqpConnectionSection, check_handle
+from ..connections.amqp_config import AmqpConnectionSection, check_handle
 
 
 class CfxSourceSection(AmqpConnectionSection, kw_only=True):

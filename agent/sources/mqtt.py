@@ -34,14 +34,14 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import msgspec
 
-from ..protocols.mqtt_config import default_client_id
+from ..connections.mqtt_config import default_client_id
 from .mqtt_plugin import MqttSourceSection
 from ..events.backoff import backoff_delay
 from ..events.model import Event
 from ..events.recent import RecentKeys
 from ..events.transports import BaseTransport, TransportState
 from ..protocols import jsondepth, mqtt_adapters as adapters
-from ..protocols.mqtt_connection import MqttConnection
+from ..connections.mqtt import MqttConnection
 from .base import StatusRecord
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from ..config_base import FieldError, Section, check_name, parse_duration, parse_fields, parse_size
 from ..plugins import Plugin
-from ..protocols.mqtt_config import MqttConnectionSection, default_client_id
+from ..connections.mqtt_config import MqttConnectionSection, default_client_id
 
 
 ADAPTER_NAMES = ("asset", "asset_alert", "test_result", "selftest", "measurements", "software", "unit")

@@ -745,7 +745,7 @@ def test_a_dead_amqp_thread_reaches_the_thread_death_hook(monkeypatch):
     stopped while the agent ran on. A container that ends without being asked to is a death too."""
     import threading
 
-    from agent.protocols.amqp_connection import ContainerDied, ContainerThread
+    from agent.connections.amqp import ContainerDied, ContainerThread
 
     died = []
     monkeypatch.setattr(threading, "excepthook", lambda args: died.append((args.thread.name, args.exc_type)))

@@ -596,7 +596,7 @@ def test_a_connection_counts_as_up_only_after_paho_resent_what_was_in_flight(tmp
     from paho.mqtt.client import mqtt_ms_publish
 
     from agent.config import parse_config
-    from agent.protocols.mqtt_connection import MqttConnection
+    from agent.connections.mqtt import MqttConnection
 
     broker = Mosquitto(tmp_path / "broker").start()
     cfg = parse_config(f'[agent]\nstation = "s"\n[sinks.mqtt]\nport = {broker.port}\nreconnect_min = "0.1s"\n'
