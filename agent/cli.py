@@ -136,20 +136,24 @@ def cmd_status(args: argparse.Namespace) -> int:
         "sources": stats.sources,
         "counters": stats.counters,
     }
+    from .reload import status_doc, status_lines
+
     hooks = [(p, s) for p, s in plugins.configured(cfg) if p.status]  # what a plugin adds to its subscriber's row
-    if hooks:
-        conn = _ro_conn(cfg.journal_path)
-        try:
-            for plugin, section in hooks:
-                doc[plugin.name] = plugins.load(plugin.status)(cfg, section, conn)
-        finally:
-            conn.close()
+    conn = _ro_conn(cfg.journal_path)
+    try:
+        doc["config"] = status_doc(conn, cfg, pid)  # when the running agent loaded its config; the last reload
+        for plugin, section in hooks:
+            doc[plugin.name] = plugins.load(plugin.status)(cfg, section, conn)
+    finally:
+        conn.close()
     lines = [
         f"station      {cfg.agent.station}  (agent {'running, pid ' + str(pid) if pid else 'not running'})",
         f"journal      {stats.path}",
         f"             {stats.events} events, {stats.used_bytes / 1e6:.2f} MB of {stats.max_bytes / 1e6:.0f} MB "
         f"({stats.file_bytes / 1e6:.2f} MB on disk)",
     ]
+    if doc["config"]:
+        lines += status_lines(doc["config"], _age)
     if stats.corrupt_files:
         lines.append(f"  !! JOURNAL WAS CORRUPT and moved aside: {', '.join(stats.corrupt_files)}")
         if stats.salvage:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__, plugins, preflight
+from . import __version__, plugins, preflight, reload
 from .config import Config, ConfigError, parse_listen, show_value
 from .events.bus import EventBus
 from .events.chain import EnrichmentMiddleware, HandlerChain, ValidationMiddleware
@@ -44,14 +44,15 @@ class Agent:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()  # SIGHUP: set by the handler, done by the main loop (run)
+        self._wake = threading.Event()  # the main loop's: a stop or a reload asked for
         self.metrics = EventMetrics()
         self.lifecycle = LifecycleManager()
         self._lock_fd: int | None = None
         self.health_server: Any = None
-        self.sources: list[BaseTransport] = []
-        self.sinks: dict[str, Any] = {}  # plugin name → the running sink
-        self._context: plugins.BuildContext | None = None
+        self.parts: list[reload.Part] = []  # every running source and sink (replaced, never mutated: a reload)
         self.thread_died: str | None = None
+        self.security_warnings: list[str] = []
         self.notify = SystemdNotifier()  # READY, WATCHDOG, and a salvage's start-timeout extensions
 
     # ------------------------------------------------------------------------------------------------ build
@@ -69,33 +70,15 @@ class Agent:
         self.bus = EventBus(self.journal, name=f"bus:{cfg.agent.station}", chain=chain, metrics=self.metrics)
         self.lifecycle.add_event_bus(self.bus, priority=10)
 
-        # every configured sink, then every source, as the plugin tables declare them (agent.plugins)
-        self._context = plugins.BuildContext(config=cfg, journal=self.journal)
-        for plugin, section in plugins.configured(cfg, "sinks"):
-            if plugin.needs:
-                _require(plugin.needs[0], plugin.key, plugin.needs[1])
-            sink = plugin.builder()(section, self._context)
-            self.sinks[plugin.name] = sink
-            self.bus.register_handler(sink)
-            if hasattr(sink, "start") and hasattr(sink, "stop"):
-                # connected before the bus starts delivering to it, disconnected after the bus stopped
-                self.lifecycle.add_component(sink, priority=9, name=f"sink:{plugin.name}")
-            if hasattr(sink, "close"):
-                self._context.on_close(sink.close)
-        self._warn_unconfigured_subscribers()
-        # sent unprotected (issue 23 item 9): a plugin that says its own when built is left to it
-        from .transport_warnings import insecure_transports, log_warnings
-
-        self.security_warnings = insecure_transports(cfg)
-        own = tuple(p.key for p in plugins.all_plugins() if p.warns_itself)
-        log_warnings([w for w in self.security_warnings if not w.startswith(own)], log)
-
-        for plugin, section in plugins.configured(cfg, "sources"):
-            if plugin.needs:
-                _require(plugin.needs[0], plugin.key, plugin.needs[1])
-            self.sources.append(plugin.builder()(section, self._context))
-        for src in self.sources:
-            self.bus.register_transport(src)
+        # every configured sink, then every source, as the plugin tables declare them (agent.plugins). A sink with
+        # start/stop is connected before the bus delivers to it and disconnected after the bus stopped; a reload
+        # (agent/reload.py) stops and starts these parts one by one
+        for plugin, ident, section in reload.identified(cfg):
+            part = reload.build(self, cfg, plugin, ident, section)
+            self.parts = [*self.parts, part]
+            reload.attach(self, part, live=False)
+        self.warn_unconfigured_subscribers()
+        self._security_warnings(cfg)
 
         if cfg.metrics.enabled:
             from .activity import Activity
@@ -111,6 +94,24 @@ class Agent:
             except OSError as e:  # the port in use: only start-up can know
                 raise preflight.listen_error(cfg, "metrics.listen", cfg.metrics.listen, e) from None
             self.lifecycle.add_component(self.health_server, priority=5)
+
+    @property
+    def sources(self) -> list[BaseTransport]:
+        return [p.instance for p in self.parts if not p.is_sink]
+
+    @property
+    def sinks(self) -> dict[str, Any]:
+        """plugin name → the running sink"""
+        return {p.plugin.name: p.instance for p in self.parts if p.is_sink}
+
+    def _security_warnings(self, cfg: Config) -> None:
+        """Sent unprotected (issue 23 item 9): said once at start; a plugin that says its own when built is left
+        to it."""
+        from .transport_warnings import insecure_transports, log_warnings
+
+        self.security_warnings = insecure_transports(cfg)
+        own = tuple(p.key for p in plugins.all_plugins() if p.warns_itself)
+        log_warnings([w for w in self.security_warnings if not w.startswith(own)], log)
 
     def _open_journal(self, notify: "SystemdNotifier") -> Journal:
         """The journal, or the one-line ``StartupError`` naming its key (``preflight.open_journal``)."""
@@ -145,7 +146,7 @@ class Agent:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
-    def _warn_unconfigured_subscribers(self) -> None:
+    def warn_unconfigured_subscribers(self) -> None:
         configured = set(self.config.enabled_sinks()) | {s.name for s in self.bus.subscriptions() if s.durable}
         for sub in self.journal.stats().subscribers:
             if sub["name"] not in configured and sub["backlog"]:
@@ -188,29 +189,36 @@ class Agent:
             last_error = t.get_stats()["last_error"]
             if t.state.value in ("error", "reconnecting") and last_error:
                 warnings.append(f"source {t.name}: {last_error}")
+        config = self.journal.get_state(reload.STATE_KEY) or {}
+        last = config.get("last_reload") or {}
+        if last.get("result") == "refused":
+            warnings.append(f"config reload refused, the config loaded before still runs: {last.get('reason')}")
         status = "failing" if problems else ("degraded" if warnings else "ok")
         doc = {
             "status": status, "version": __version__, "station": self.config.agent.station,
-            "problems": problems, "warnings": warnings, "security": getattr(self, "security_warnings", []),
+            "problems": problems, "warnings": warnings, "security": self.security_warnings,
             "journal": {"events": stats.events, "used_bytes": stats.used_bytes, "max_bytes": stats.max_bytes,
                         "dead_letters": stats.dead_letters},
             "subscribers": [{k: s[k] for k in ("name", "state", "backlog", "oldest_unacked_age_s")}
                             for s in stats.subscribers],
             "sources": [t.get_stats() for t in self.sources],
+            "config": {k: config.get(k) for k in ("path", "loaded_at", "reloads", "last_reload")},
         }
         return (503 if problems else 200), doc
 
     # ------------------------------------------------------------------------------------------------ run
     def run(self, duration: float | None = None) -> int:
         """Run until SIGTERM/SIGINT (or ``duration`` seconds); returns the exit code. A reason not to start is
-        raised as ``StartupError`` (one line and an exit status), with whatever was built closed again."""
+        raised as ``StartupError`` (one line and an exit status), with whatever was built closed again. SIGHUP
+        reloads the config (``agent/reload.py``), here on the main thread: the handler only sets a flag."""
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())  # from now: its default would end us
         try:
             self.build()
         except BaseException:
             self.close()
             raise
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop_requested.set())
+            signal.signal(sig, lambda *_: self.request_stop())
         previous_hook = threading.excepthook
         threading.excepthook = lambda args: self._thread_died(args, previous_hook)
         failed: list[tuple[str, BaseException]] = []
@@ -226,6 +234,7 @@ class Agent:
         log.info("fixture-agent %s running: station %s, journal %s", __version__, self.config.agent.station,
                  self.config.journal_path)
         notify = self.notify
+        reload.record_start(self)
         notify.send("READY=1")
         interval = notify.watchdog_interval()
         deadline = None if duration is None else time.monotonic() + duration
@@ -233,10 +242,13 @@ class Agent:
             timeout = interval if interval else 3600.0
             if deadline is not None:
                 timeout = min(timeout, max(0.0, deadline - time.monotonic()))
-            if self.stop_requested.wait(timeout):
+            self._wake.wait(timeout)
+            self._wake.clear()
+            if self.stop_requested.is_set() or (deadline is not None and time.monotonic() >= deadline):
                 break
-            if deadline is not None and time.monotonic() >= deadline:
-                break
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self._reload()
             if interval and self.journal._writer.is_alive():
                 notify.send("WATCHDOG=1")
         notify.send("STOPPING=1")
@@ -246,6 +258,22 @@ class Agent:
         finally:
             threading.excepthook = previous_hook
         return EX_SOFTWARE if self.thread_died else 0
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self.reload_requested.set()
+        self._wake.set()
+
+    def _reload(self) -> reload.Outcome:
+        """SIGHUP's work; systemd is told it is reloading (``systemctl reload`` shows it) and when it is done."""
+        self.notify.send(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        try:
+            return reload.reload(self)
+        finally:
+            self.notify.send("READY=1")
 
     def _start_failure(self, label: str, e: OSError) -> preflight.StartupError:
         """A component that could not start because of the system (an address in use, a file it cannot open),
@@ -272,16 +300,12 @@ class Agent:
         self.thread_died = f"{name}: {args.exc_type.__name__}: {args.exc_value}"
         log.critical("thread %s died (%s: %s); stopping so the service manager starts the agent again",
                      name, args.exc_type.__name__, args.exc_value)
-        self.stop_requested.set()
+        self.request_stop()
 
     def close(self) -> None:
         self.lifecycle.stop()
-        if self._context is not None:
-            for close in reversed(self._context.closers):
-                try:
-                    close()
-                except Exception:  # noqa: BLE001 - close the rest, and the journal
-                    log.exception("closing: %r failed", close)
+        for part in reversed(self.parts):
+            reload.close(part)  # what its build opened (a WATS client, a simulator's pty)
         if getattr(self, "journal", None) is not None:
             self.journal.close()
         if self._lock_fd is not None:

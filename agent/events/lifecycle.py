@@ -48,6 +48,25 @@ class LifecycleManager:
         self._components.append((priority, len(self._components), label, component))
         self._components.sort(key=lambda c: (c[0], c[1]))
 
+    def add_running(self, component: Any, priority: int = 50, name: str | None = None) -> None:
+        """A component already started by the caller while the rest runs (a sink started again by a reload): it is
+        stopped with the others, in its priority's place."""
+        self.add_component(component, priority, name)
+        with self._lock:
+            if self._state is not LifecycleState.RUNNING:
+                return
+            started = {id(c) for _, c in self._started} | {id(component)}
+            self._started = [(label, c) for _, _, label, c in self._components if id(c) in started]
+
+    def remove_component(self, component: Any) -> bool:
+        """Forget ``component`` without stopping it (the caller stops it: a reload replacing a sink). True if it
+        was started."""
+        with self._lock:
+            self._components = [c for c in self._components if c[3] is not component]
+            was_started = any(c is component for _, c in self._started)
+            self._started = [(label, c) for label, c in self._started if c is not component]
+        return was_started
+
     def add_event_bus(self, event_bus: Any, priority: int = 10) -> None:
         self.add_component(event_bus, priority, getattr(event_bus, "name", "event-bus"))
 
