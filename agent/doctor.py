@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -79,13 +78,14 @@ class Doctor:
                 text = text.replace(secret, "***")
         return text
 
-    def _secret_file(self, path: str | None, what: str) -> str | None:
-        """A secret file's content (remembered for ``scrub``), None if missing; raises ConfigError as the agent."""
-        from .secrets import read_secret_file
+    def _secret(self, section: Any, name: str, key: str) -> str | None:
+        """A section's secret as the agent resolves it (file, credential, variable), remembered for ``scrub``;
+        None if it is not there; raises ConfigError as the agent does."""
+        from . import secrets
 
-        if not path:
+        if not secrets.configured(section, name):
             return None
-        value = read_secret_file(path, what)
+        value, _ = secrets.resolve(section, name, key)
         if value:
             self.secrets.add(value)
         return value
@@ -213,7 +213,7 @@ class Doctor:
 
         label = f"broker {key}"
         try:
-            self._secret_file(sec.password_file, f"{key}.password_file")
+            self._secret(sec, "password", f"{key}.password")
         except ConfigError as e:
             yield Check(label, "fail", str(e))
             return
@@ -262,7 +262,7 @@ class Doctor:
 
         label = f"broker {key}"
         try:
-            self._secret_file(sec.password_file, f"{key}.password_file")
+            self._secret(sec, "password", f"{key}.password")
             kw = connect_options(sec, key)
         except ConfigError as e:
             yield Check(label, "fail", str(e))

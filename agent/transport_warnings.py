@@ -14,6 +14,8 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import secrets
+
 
 def _loopback(host: str) -> bool:
     host = host.strip("[]")
@@ -56,7 +58,7 @@ def amqp_warnings(key: str, cfg: Any) -> list[str]:
 def mqtt_warnings(key: str, cfg: Any) -> list[str]:
     """``sources.mqtt`` / ``sinks.mqtt``: a password to a broker on another host without TLS, an unchecked one."""
     out = []
-    if cfg.username and cfg.password_file and not cfg.tls and not _loopback(cfg.host):
+    if cfg.username and secrets.configured(cfg, "password") and not cfg.tls and not _loopback(cfg.host):
         out.append(f"{key}: the password of {cfg.username!r} goes to {cfg.host} without TLS; set tls = true")
     if cfg.tls and not cfg.verify_tls:
         out.append(f"{key}.verify_tls = false: the certificate of {cfg.host} is not checked")

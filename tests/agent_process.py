@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import tempfile
@@ -11,12 +12,12 @@ from pathlib import Path
 from tests.conftest import ROOT, cli_cmd, run_cli
 
 
-def start_agent(cfg: Path) -> subprocess.Popen:
+def start_agent(cfg: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """The agent as a process; its log goes to a file (``agent.log_file``). A pipe read only at the stop filled
     after about 570 WATS reports (httpx logs a line per request) and froze the agent mid-send."""
     log = tempfile.TemporaryFile(mode="w+", prefix="agent-log-")
     agent = subprocess.Popen(cli_cmd("run", "-c", str(cfg)), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
-                             text=True)
+                             text=True, env=None if env is None else {**os.environ, **env})
     agent.log_file = log  # type: ignore[attr-defined]
     return agent
 

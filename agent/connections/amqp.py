@@ -21,7 +21,7 @@ from typing import Any
 from ..config_base import ConfigError
 from .amqp_config import AmqpConnectionSection
 from ..events.backoff import backoff_delay
-from ..secrets import read_secret_file
+from .. import secrets
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,11 @@ def connect_options(cfg: AmqpConnectionSection, what: str) -> dict[str, Any]:
     # connection cleanly (a RabbitMQ restart), and two mechanisms would open two connections
     kw: dict[str, Any] = {"url": cfg.url, "reconnect": False, "heartbeat": float(cfg.heartbeat)}
     if cfg.username:
-        password = read_secret_file(cfg.password_file, f"{what}.password_file") if cfg.password_file else None
-        if cfg.password_file and password is None:
-            raise ConfigError(f"{what}.password_file {cfg.password_file}: no such file")
+        password = None
+        if secrets.configured(cfg, "password"):
+            password, where = secrets.resolve(cfg, "password", f"{what}.password")
+            if password is None:
+                raise ConfigError(f"{what}.password: nothing at {where}")
         kw.update(user=cfg.username, password=password or "", allowed_mechs="PLAIN", allow_insecure_mechs=True)
     else:
         kw["allowed_mechs"] = "ANONYMOUS"

@@ -13,7 +13,9 @@ class AmqpConnectionSection(Section, kw_only=True):
     url: str  # amqp://host:5672 or amqps://host:5671; no user or password in it
     enabled: bool = True
     username: str | None = None  # SASL PLAIN with password_file; without: ANONYMOUS
-    password_file: str | None = None
+    password_file: str | None = None  # mode 0600; the password is never inline
+    password_credential: str | None = None  # a systemd credential (LoadCredential=NAME:…), if no password_file
+    password_env: str | None = None  # an environment variable, if neither
     virtual_host: str | None = None  # RabbitMQ: sent as the AMQP open hostname "vhost:NAME"
     ca_file: str | None = None
     cert_file: str | None = None
@@ -32,8 +34,9 @@ class AmqpConnectionSection(Section, kw_only=True):
                              "username and password_file)")
         if bool(self.cert_file) != bool(self.key_file):
             raise ValueError("cert_file and key_file go together")
-        if self.password_file and not self.username:
-            raise ValueError("password_file needs username")
+        for f in ("password_file", "password_credential", "password_env"):
+            if getattr(self, f) and not self.username:
+                raise FieldError("username", self.username, f"is needed with {f}")
         if self.reconnect_min <= 0 or self.reconnect_max < self.reconnect_min:
             raise ValueError("reconnect_min must be > 0 and <= reconnect_max")
 

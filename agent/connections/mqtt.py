@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..config_base import ConfigError
 from .mqtt_config import MqttConnectionSection
 from ..events.backoff import backoff_delay
-from ..secrets import read_secret_file
+from .. import secrets
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
@@ -114,19 +114,19 @@ class MqttConnection:
         self._next_delay()
 
     def _set_credentials(self, required: bool) -> None:
-        """Username and the password file's content. Read again after each failed attempt, so a corrected
-        password file is picked up without a restart."""
+        """Username and the password (a file, a systemd credential or a variable: ``secrets.resolve``). Read again
+        after each failed attempt, so a corrected password file is picked up without a restart."""
         password = None
-        if self.cfg.password_file:
+        if secrets.configured(self.cfg, "password"):
             try:
-                password = read_secret_file(self.cfg.password_file, f"{self.what}.password_file")
+                password, where = secrets.resolve(self.cfg, "password", f"{self.what}.password")
             except ConfigError:
                 if required:
                     raise
                 return
             if password is None:
                 if required:
-                    raise ConfigError(f"{self.what}.password_file {self.cfg.password_file}: no such file")
+                    raise ConfigError(f"{self.what}.password: nothing at {where}")
                 return
         self.client.username_pw_set(self.cfg.username, password)
 

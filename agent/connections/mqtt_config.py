@@ -24,6 +24,8 @@ class MqttConnectionSection(Section, kw_only=True):
     protocol: str | int = "5"  # "5" or "3.1.1"
     username: str | None = None
     password_file: str | None = None  # mode 0600; the password is never inline
+    password_credential: str | None = None  # a systemd credential (LoadCredential=NAME:…), if no password_file
+    password_env: str | None = None  # an environment variable, if neither
     tls: bool = False  # implied by ca_file / cert_file
     ca_file: str | None = None  # default with tls: the system's CAs
     cert_file: str | None = None  # client certificate (with key_file)
@@ -50,8 +52,9 @@ class MqttConnectionSection(Section, kw_only=True):
             f = "key_file" if self.cert_file else "cert_file"
             raise FieldError(f, getattr(self, f), "cert_file and key_file go together (the client certificate and "
                                                  "its key)")
-        if self.password_file and not self.username:
-            raise FieldError("username", self.username, "is needed with password_file")
+        for f in ("password_file", "password_credential", "password_env"):
+            if getattr(self, f) and not self.username:
+                raise FieldError("username", self.username, f"is needed with {f}")
         if not 5 <= self.keepalive <= 3600:
             raise FieldError("keepalive", self.keepalive, "must be between 5s and 1h")
         if self.reconnect_min <= 0 or self.reconnect_max < self.reconnect_min:

@@ -42,7 +42,7 @@ from urllib.parse import quote
 from .. import __version__
 from ..config_base import ConfigError
 from .wats_plugin import WatsSinkSection
-from ..secrets import read_secret_file
+from .. import secrets
 from ..events.handlers import BaseHandler
 from ..events.ids import BOOT_ID, clock_synchronized
 from ..events.model import Event, EventType, decode
@@ -311,19 +311,11 @@ class WatsSink(BaseHandler):
     def token_path(self) -> Path | None:
         """``token_file``, else a systemd credential (``LoadCredential=wats-token:…`` puts it in
         ``$CREDENTIALS_DIRECTORY``), else None (the ``token_env`` variable is used)."""
-        if self.cfg.token_file:
-            return Path(self.cfg.token_file)
-        creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        if creds and (Path(creds) / self.cfg.token_credential).exists():
-            return Path(creds) / self.cfg.token_credential
-        return None
+        return secrets.locate(self.cfg, "token")[0]
 
     def _read_token(self) -> str | None:
-        path = self.token_path()
-        if path is None:
-            return _checked_token((os.environ.get(self.cfg.token_env) or "").strip(), f"${self.cfg.token_env}")
-        token = read_secret_file(path, "sinks.wats token")
-        return None if token is None else _checked_token(token, str(path))
+        token, where = secrets.resolve(self.cfg, "token", "sinks.wats.token")
+        return None if token is None else _checked_token(token, where)
 
     def _authorize(self) -> None:
         """Set the Authorization header on the client (once per token, not per request)."""

@@ -488,6 +488,33 @@ def test_wrong_password_is_reported_without_the_password_and_a_fixed_file_is_pic
     assert "wrong-Pa55word" not in err and "s3cret" not in err
 
 
+def test_the_broker_password_can_be_a_systemd_credential_or_a_variable(write_config, secure_broker, tmp_path):
+    """Issue 17 item 7: one resolver for every secret. The MQTT password could only come from a file; now the same
+    keys as the WATS token: password_file, password_credential (LoadCredential= puts it in $CREDENTIALS_DIRECTORY)
+    and password_env, in that order."""
+    broker, certs = secure_broker
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "mqtt-password").write_text("s3cret-Pa55\n")
+    (creds / "mqtt-password").chmod(0o600)
+    tls = tls_settings(certs, "unused").replace('password_file = "unused"', 'password_credential = "mqtt-password"')
+    cfg = agent_config(write_config, broker.port, tls=tls)
+    agent = start_agent(cfg, env={"CREDENTIALS_DIRECTORY": str(creds)})
+    try:
+        assert wait_for(lambda: online(cfg), 20), source_status(cfg)
+    finally:
+        err = stop_agent(agent)
+    assert "s3cret" not in err
+    cfg = agent_config(write_config, broker.port, tls=tls.replace('password_credential = "mqtt-password"',
+                                                                  'password_env = "PLANT_MQTT_PASSWORD"'))
+    agent = start_agent(cfg, env={"PLANT_MQTT_PASSWORD": "wrong-Pa55word"})
+    try:
+        assert wait_for(lambda: "refused" in (source_status(cfg).get("last_error") or ""), 15)
+    finally:
+        err = stop_agent(agent)
+    assert "wrong-Pa55word" not in err
+
+
 def test_tls_verification_is_on_by_default(write_config, secure_broker):
     broker, certs = secure_broker
     # TLS without our CA: the system's CAs do not know the test CA, so the broker is not trusted
