@@ -346,8 +346,8 @@ def _put(agent: "Agent", doc: dict[str, Any]) -> None:
 
 
 def status_doc(conn: Any, config: Config, agent_pid: int | None) -> dict[str, Any] | None:
-    """What ``status --json`` says under ``config``: the running agent's record, and whether the file on disk is
-    still the one it loaded. None when no agent has recorded one, or the record is an earlier agent's."""
+    """What ``status --json`` says under ``config``: the running agent's record, and whether the file it loaded
+    (which need not be the one ``status -c`` was given) is still as it was. None when no agent has recorded one, or the record is an earlier agent's."""
     import json
 
     try:
@@ -360,7 +360,7 @@ def status_doc(conn: Any, config: Config, agent_pid: int | None) -> dict[str, An
     if agent_pid is None or doc.get("pid") != agent_pid:
         return None
     try:
-        on_disk = hashlib.sha256(Path(config.source_path).read_bytes()).hexdigest()
+        on_disk = hashlib.sha256(Path(doc.get("path") or config.source_path).read_bytes()).hexdigest()
     except OSError:
         on_disk = None
     doc["file_changed"] = bool(doc.get("sha256") and on_disk and on_disk != doc["sha256"])
