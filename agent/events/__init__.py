@@ -7,6 +7,7 @@ who embeds the bus, writes a handler or a source, or reads the journal needs. Ev
 
 from .bus import EventBus
 from .chain import ChainMiddleware, EnrichmentMiddleware, HandlerChain, ValidationMiddleware
+from .dead_letters import DeadLetterEntry, DeadLetterQueue
 from .handlers import BaseHandler, FilteringHandler, FunctionHandler, HandlerRegistry, PipelinedHandler, Receipt
 from .journal import Journal, JournalClosed, JournalError, JournalFull, StateConflict
 from .lifecycle import LifecycleManager, LifecycleState
@@ -18,8 +19,7 @@ from .payloads import (
     WorkCompletedEvent, WorkOrderEvent, WorkStartedEvent,
 )
 from .policies import (
-    CircuitBreaker, CircuitState, DeadLetterEntry, DeadLetterQueue, ErrorPolicy, PermanentError, RetryConfig,
-    RetryPolicy, TransientError,
+    CircuitBreaker, CircuitState, ErrorPolicy, PermanentError, RetryConfig, RetryPolicy, TransientError,
 )
 from .routing import EventFilter
 from .telemetry import EventMetrics, EventStats

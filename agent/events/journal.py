@@ -33,7 +33,6 @@ The hot path uses the standard library's ``sqlite3`` directly; see the README fo
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import queue
@@ -41,81 +40,29 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from . import dead_letters as dl
+from .dead_letters import DeadLetter, read_dead_letters
+from .journal_errors import JournalClosed, JournalError, JournalFull, StateConflict
+from .journal_stats import JournalStats, open_readonly, read_stats
 from .model import Event, encode
+from .opening import ROW_OVERHEAD, SCHEMA, SCHEMA_VERSION, JournalFile, bump, make_dirs
 
 log = logging.getLogger(__name__)
 
-#: Estimated bytes a row costs beyond its body (row header, id index entry, page slack).
-ROW_OVERHEAD = 120
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    id          TEXT    NOT NULL,
-    type        TEXT    NOT NULL,
-    evictable   INTEGER NOT NULL DEFAULT 0,
-    recorded_at REAL    NOT NULL,
-    body        BLOB    NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS events_id ON events(id);
-CREATE INDEX IF NOT EXISTS events_evictable ON events(seq) WHERE evictable = 1;
-CREATE TABLE IF NOT EXISTS subscribers (
-    name          TEXT PRIMARY KEY,
-    cursor        INTEGER NOT NULL,
-    state         TEXT,
-    last_error    TEXT,
-    registered_at REAL NOT NULL,
-    updated_at    REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id        TEXT,
-    event_type      TEXT,
-    subscriber      TEXT,
-    origin          TEXT,
-    reason          TEXT NOT NULL,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    created_at      REAL NOT NULL,
-    retry_requested INTEGER NOT NULL DEFAULT 0,
-    body            BLOB
-);
-CREATE INDEX IF NOT EXISTS dead_letters_retry ON dead_letters(subscriber) WHERE retry_requested = 1;
-CREATE INDEX IF NOT EXISTS dead_letters_bad_input ON dead_letters(id) WHERE subscriber IS NULL;
-CREATE TABLE IF NOT EXISTS state (
-    key        TEXT PRIMARY KEY,
-    value      TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"""
-
-
-class JournalError(Exception):
-    """The journal could not do what was asked; the message says what and why."""
-
-
-class JournalFull(JournalError):
-    """An append was refused because the journal is at ``max_bytes`` and nothing evictable is left."""
-
-
-class StateConflict(JournalError):
-    """``append(..., expect=...)`` found a state value other than expected (someone else changed it first)."""
-
-
-class JournalClosed(JournalError):
-    """The journal was closed (or its writer died) before the request completed."""
-
+#: Moved out with the split of this module (issue 17), importable from here as before: the errors
+#: (``journal_errors``), the schema and the opening (``opening``), the dead-letter rows (``dead_letters``) and what
+#: ``status`` reads (``journal_stats``).
+__all__ = [
+    "Journal", "StoredEvent", "type_matcher", "JournalError", "JournalFull", "StateConflict", "JournalClosed",
+    "ROW_OVERHEAD", "SCHEMA", "SCHEMA_VERSION", "make_dirs", "DeadLetter", "read_dead_letters", "JournalStats",
+    "read_stats", "open_readonly",
+]
 
 @dataclass(frozen=True)
 class StoredEvent:
@@ -126,28 +73,6 @@ class StoredEvent:
     body: bytes
     recorded_at: float
 
-
-@dataclass
-class DeadLetter:
-    """A dead-letter row. ``subscriber`` is None for bad input that never became an event."""
-
-    id: int
-    event_id: str | None
-    event_type: str | None
-    subscriber: str | None
-    origin: str | None
-    reason: str
-    attempts: int
-    created_at: float
-    retry_requested: bool
-    body: bytes | None
-
-    def to_dict(self, with_body: bool = False) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k != "body"}
-        d["created_at"] = datetime.fromtimestamp(self.created_at, timezone.utc).isoformat()
-        if with_body and self.body is not None:
-            d["body"] = self.body.decode("utf-8", "backslashreplace")
-        return d
 
 
 def type_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
@@ -181,29 +106,6 @@ class _Request:
 
 _WAKE = object()
 _STOP = object()
-
-
-@dataclass
-class JournalStats:
-    path: str
-    events: int
-    first_seq: int | None
-    last_seq: int | None
-    used_bytes: int
-    max_bytes: int
-    file_bytes: int
-    dead_letters: int
-    subscribers: list[dict[str, Any]] = field(default_factory=list)
-    bad_input_bytes: int = 0  # what bad input (dead letters without a subscriber) takes of used_bytes
-    bad_input_max_bytes: int = 0  # its share (0: not known to the reader)
-    refused_last_at: float | None = None  # when an append was last refused (journal full), any process
-    evicted: dict[str, int] = field(default_factory=dict)
-    refused: dict[str, int] = field(default_factory=dict)
-    corrupt_files: list[str] = field(default_factory=list)
-    salvage: dict[str, Any] | None = None  # what was read out of the last corrupt file (``salvage.py``)
-    stale_results: int = 0
-    sources: dict[str, Any] = field(default_factory=dict)
-    counters: dict[str, Any] = field(default_factory=dict)
 
 
 class Journal:
@@ -261,214 +163,23 @@ class Journal:
         self._stats_lock = threading.Lock()
         self._closed = False
         self.commits = 0  # transactions committed by this process; benchmarks and tests read it
-        self.corrupt_file: Path | None = None
-        self._progress = progress  # told how a long salvage at open is going (the agent extends systemd's timeout)
-
-        make_dirs(self.path.parent)  # durable before the first event is acknowledged in it
-        self._lock_fd = self._lock_exclusive_if_alone()
-        try:
-            self._wconn = self._open_checked()
-        except BaseException:
-            os.close(self._lock_fd)
-            raise
-        fcntl.flock(self._lock_fd, fcntl.LOCK_SH)  # others (the CLI beside the agent) may open it now
+        # opening: the lock, the check, the schema, a corrupt file's salvage and swap (``opening.py``)
+        self._file = JournalFile(self.path, sync=sync, busy_timeout_ms=busy_timeout_ms, progress=progress)
+        self._lock_fd, self._wconn = self._file.open()
+        #: a corrupt file found at this open and moved aside (kept, never deleted), or None
+        self.corrupt_file: Path | None = self._file.corrupt_file
         self._last_seq = self._wconn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
         self._writer = threading.Thread(target=self._writer_loop, name="journal-writer", daemon=True)
         self._writer.start()
 
-    # ------------------------------------------------------------------------------------------------ opening
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
-        conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
-        conn.execute("PRAGMA cache_size = -2048")  # 2 MB: the Pi's RAM matters more than re-reading a page
-        return conn
+        return self._file.connect()
 
-    def _lock_exclusive_if_alone(self) -> int:
-        """Every process holds ``<journal>.lock`` shared while it has the journal open; opening holds it exclusive
-        if it can. Only a process that is alone may salvage a corrupt file or finish a salvage: swapping the file
-        under a running agent would leave it writing into the copy kept aside."""
-        lock = Path(str(self.path) + ".lock")
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o664)
-        except PermissionError:  # created by the agent's user; another user may still lock it for reading
-            fd = os.open(lock, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._alone = True
-        except BlockingIOError:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while another process is opening (or salvaging)
-            self._alone = False
-        return fd
-
-    def _quick_check(self) -> tuple[sqlite3.Connection | None, str | None]:
-        """The open connection and None, or None and what is wrong with the file."""
-        conn = None
-        try:
-            conn = self._connect()
-            rows = conn.execute("PRAGMA quick_check").fetchall()
-            if rows != [("ok",)]:
-                problem = "; ".join(str(r[0]) for r in rows[:5])
-            else:
-                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-                return conn, None
-        except sqlite3.DatabaseError as e:
-            problem = str(e)
-        if conn is not None:
-            conn.close()
-        return None, " ".join(problem.split())  # quick_check's answer spans lines: one log line
-
-    def _open_checked(self) -> sqlite3.Connection:
-        """Open and ``quick_check``. A corrupt file is salvaged into a new one (``salvage.py``): every row that can
-        still be read keeps its key, so cursors, counters and undelivered events carry on; the corrupt file is
-        moved aside and kept, never deleted."""
-        if self._alone:
-            self._finish_salvage_swap()
-        if self.path.exists() and self.path.stat().st_size > 0:
-            conn, problem = self._quick_check()
-            if problem is None:
-                self._init_schema(conn)
-                return conn
-            if not self._alone:
-                raise JournalError(
-                    f"journal {self.path} is corrupt ({problem}) and another process has it open (the agent?); "
-                    "it is salvaged when it is opened alone: stop the agent and start it again")
-            self._salvage(problem)
-            conn, problem = self._quick_check()
-            if problem is not None:
-                raise JournalError(f"journal {self.path}: the salvaged copy fails its check too ({problem})")
-            self._init_schema(conn)
-            return conn
-        conn = self._connect()
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file: free pages go back
-        self._init_schema(conn)
-        return conn
-
-    def _aside_name(self) -> Path:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        aside, n = self.path.with_name(f"{self.path.name}.corrupt-{stamp}"), 1
-        while aside.exists():
-            n += 1
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-        return aside
-
-    def _salvage(self, problem: str) -> None:
-        """Copy what can be read into ``<journal>.salvage``, mark it complete by renaming, then swap it in."""
-        from .salvage import salvage
-
-        work = self.path.with_name(self.path.name + ".salvage")
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(str(work) + suffix).unlink(missing_ok=True)
-        identity = _identity(self.path)
-        aside = self._aside_name()
-        log.error("journal %s failed its integrity check (%s); salvaging what can be read", self.path, problem)
-
-        def progress(rows: int) -> None:
-            log.info("salvaging %s: %d rows copied so far", self.path, rows)
-            if self._progress is not None:
-                self._progress(f"salvaging the corrupt journal: {rows} rows copied")
-
-        conn = sqlite3.connect(work, isolation_level=None)
-        try:
-            conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
-            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            self._init_schema(conn)
-            report = salvage(self.path, conn, progress=progress)
-            used = conn.execute(
-                "SELECT COALESCE((SELECT SUM(LENGTH(body)) + COUNT(*) * ? FROM events), 0)"
-                " + COALESCE((SELECT SUM(COALESCE(LENGTH(body), 0)) + COUNT(*) * ? FROM dead_letters), 0)",
-                (ROW_OVERHEAD, ROW_OVERHEAD),
-            ).fetchone()[0]
-            record = {**report.to_dict(), "problem": problem, "moved_to": str(aside), "identity": identity}
-            now = time.time()
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("UPDATE meta SET value = ? WHERE key = 'used_bytes'", (int(used),))
-            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('bad_input_bytes', (" + _BAD_INPUT_SIZE
-                         + "))", (ROW_OVERHEAD,))
-            conn.execute("INSERT OR REPLACE INTO state(key, value, updated_at) VALUES (?, ?, ?)",
-                         ("journal.corrupt_file", _json(str(aside)), now))
-            conn.execute("INSERT OR REPLACE INTO state(key, value, updated_at) VALUES (?, ?, ?)",
-                         ("journal.salvage", _json(record), now))
-            conn.execute("COMMIT")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except Exception as e:
-            conn.close()
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                Path(str(work) + suffix).unlink(missing_ok=True)
-            if isinstance(e, (sqlite3.OperationalError, OSError)):
-                # no room or an I/O error (a full file system shows as either): starting empty would strand the
-                # undelivered events in the kept file for good; refuse, and salvage at the next start
-                raise JournalError(
-                    f"journal {self.path} is corrupt and could not be salvaged now ({e}); free space on its file "
-                    "system if it is full; it is salvaged at the next start") from None
-            log.critical("JOURNAL CORRUPT: salvaging %s failed (%r, a defect of the salvage); it is moved aside whole "
-                         "and a new journal "
-                         "started. Its events were NOT forwarded: recover them with the sqlite3 tool (.recover).",
-                         self.path, e)
-            self._move_aside(aside)
-            self.corrupt_file = aside
-            return
-        conn.close()
-        os.replace(work, self.path.with_name(self.path.name + ".salvaged"))  # complete: the next start swaps it in
-        _fsync_dir(self.path.parent)
-        (log.critical if not report.complete else log.error)(
-            "JOURNAL CORRUPT: %s failed its integrity check (%s). %s. The corrupt file is kept as %s.%s",
-            self.path, problem, report.summary(), aside,
-            "" if report.complete else " Events in unreadable ranges were NOT forwarded: inspect the kept file "
-            "with the sqlite3 tool (.recover) before deleting it.",
-        )
-        self._finish_salvage_swap(aside)
-
-    def _move_aside(self, aside: Path) -> None:
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(str(self.path) + suffix)
-            if src.exists():
-                os.replace(src, Path(str(aside) + suffix))
-        _fsync_dir(self.path.parent)
-
-    def _finish_salvage_swap(self, aside: Path | None = None) -> None:
-        """Move the corrupt file aside and the completed salvage into its place. At start (``aside`` None) this
-        finishes a swap a power cut interrupted, but only for the file that salvage was made from: a copy left
-        from another file is set aside, never swapped over a journal that has moved on."""
-        done = self.path.with_name(self.path.name + ".salvaged")
-        if not done.exists():
-            return
-        if aside is None:
-            c = sqlite3.connect(done)
-            try:
-                record = msgspec.json.decode(
-                    c.execute("SELECT value FROM state WHERE key = 'journal.salvage'").fetchone()[0])
-            except (sqlite3.Error, TypeError, msgspec.DecodeError):
-                record = {}
-            finally:
-                c.close()
-            ident = record.get("identity") or {}
-            if self.path.exists():
-                if ident != _identity(self.path):
-                    stale = done.with_name(done.name + "-stale-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
-                    os.replace(done, stale)
-                    log.warning("a salvaged journal copy %s is not from %s as it is now; kept as %s, not used",
-                                done, self.path, stale)
-                    return
-            aside = Path(record.get("moved_to") or self._aside_name())
-            log.error("JOURNAL CORRUPT: finishing the salvage of %s interrupted at an earlier start: %s",
-                      self.path, record.get("summary", "?"))
-        self._move_aside(aside)
-        os.replace(done, self.path)
-        _fsync_dir(self.path.parent)
-        self.corrupt_file = aside
-
-    def _init_schema(self, conn: sqlite3.Connection) -> None:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
-            raise JournalError(f"{self.path}: could not switch to WAL mode (got {mode!r})")
-        conn.execute("PRAGMA journal_size_limit = 8388608")
-        conn.executescript(SCHEMA)
-        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('used_bytes', 0)")
-        # a journal from before the bad-input share: its figure from the table, once
-        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('bad_input_bytes', (" + _BAD_INPUT_SIZE + "))",
-                     (ROW_OVERHEAD,))
+    @property
+    def writer_alive(self) -> bool:
+        """Whether the writer thread runs: every append and every commit of cursors goes through it, so ``/healthz``
+        fails and the systemd watchdog is no longer fed once it has stopped."""
+        return self._writer.is_alive()
 
     # ------------------------------------------------------------------------------------------------ readers
     def reader(self) -> sqlite3.Connection:
@@ -555,7 +266,7 @@ class Journal:
             raise JournalClosed(f"journal {self.path} is closed")
         self._queue.put(req)
         while not req.lock.acquire(timeout=1.0):
-            if not self._writer.is_alive():
+            if not self.writer_alive:
                 raise JournalClosed(f"journal writer for {self.path} stopped before the request was committed")
         if req.error is not None:
             raise req.error
@@ -718,13 +429,13 @@ class Journal:
                 if r.expect and not self._state_matches(conn, r):
                     continue
                 if r.bad:
-                    r.bad = [self._fit_bad_input(b) for b in r.bad]
+                    r.bad = [dl.fit_bad_input(b, self._bad_input_max) for b in r.bad]
                 need = sum(len(row[4]) + ROW_OVERHEAD for row in r.rows) + sum(len(b[3]) + ROW_OVERHEAD
                                                                               for b in r.bad)
                 if used + need > self.max_bytes:
                     freed = self._evict(conn, used + need - self.max_bytes, "max_bytes")
                     if used - freed + need > self.max_bytes:  # bad input gives way to events
-                        freed += self._evict_bad_input(conn, used - freed + need - self.max_bytes, "max_bytes")
+                        freed += dl.evict_bad_input(conn, used - freed + need - self.max_bytes, "max_bytes")
                     used -= freed
                     evicted_bytes += freed
                     if used + need > self.max_bytes:
@@ -737,7 +448,7 @@ class Journal:
                             f"type {', '.join(types)}. Restore the uplinks or raise journal.max_bytes."
                         )
                         for t in types:
-                            _bump(conn, f"refused:{t}", sum(1 for row in r.rows if row[1] == t))
+                            bump(conn, f"refused:{t}", sum(1 for row in r.rows if row[1] == t))
                         continue
                 used += need
                 rows.extend(r.rows)
@@ -764,7 +475,7 @@ class Journal:
                 (sum(len(row[4]) + ROW_OVERHEAD for row in rows),),
             )
         if bad:
-            self._insert_bad_input(conn, bad)
+            dl.insert_bad_input(conn, bad, self._bad_input_max)
         if states:
             conn.executemany(
                 "INSERT INTO state(key, value, updated_at) VALUES (?, ?, ?) "
@@ -772,11 +483,7 @@ class Journal:
                 states,
             )
         if dead:  # before the cursors that pass their events, in the same transaction
-            conn.executemany(
-                "INSERT INTO dead_letters(event_id, event_type, subscriber, origin, reason, attempts, created_at, body) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", dead)
-            conn.execute("UPDATE meta SET value = value + ? WHERE key = 'used_bytes'",
-                         (sum(len(row[7] or b"") + ROW_OVERHEAD for row in dead),))
+            dl.insert_many(conn, dead)
         for name, seq in cursors.items():
             conn.execute(
                 "UPDATE subscribers SET cursor = MAX(cursor, ?), updated_at = ? WHERE name = ?", (seq, now, name)
@@ -823,61 +530,9 @@ class Journal:
                     break
             conn.executemany("DELETE FROM events WHERE seq = ?", take)
             for t, n in counts.items():
-                _bump(conn, f"evicted:{reason}:{t}", n)
+                bump(conn, f"evicted:{reason}:{t}", n)
         if freed:
             conn.execute("UPDATE meta SET value = MAX(0, value - ?) WHERE key = 'used_bytes'", (freed,))
-        return freed
-
-    def _fit_bad_input(self, bad: tuple) -> tuple:
-        """A single piece of bad input larger than the whole share is kept cut to it (the reason says so), so the
-        share holds and the operator still sees how it began."""
-        origin, reason, created, raw = bad
-        room = self._bad_input_max - ROW_OVERHEAD - 200
-        if len(raw) + ROW_OVERHEAD <= self._bad_input_max:
-            return bad
-        room = max(0, room)
-        note = f" [kept the first {room} of {len(raw)} bytes: journal.bad_input_max_bytes]"
-        return origin, (reason[:4000 - len(note)] + note), created, raw[:room]
-
-    def _insert_bad_input(self, conn: sqlite3.Connection, bad: list[tuple]) -> int:
-        """Insert (origin, reason, created_at, raw) rows, then hold bad input to its share. Returns the last id."""
-        cur = None
-        for b in bad:
-            cur = conn.execute(
-                "INSERT INTO dead_letters(origin, reason, attempts, created_at, body) VALUES (?, ?, 0, ?, ?)", b)
-        size = sum(len(b[3]) + ROW_OVERHEAD for b in bad)
-        conn.execute("UPDATE meta SET value = value + ? WHERE key = 'used_bytes'", (size,))
-        conn.execute("UPDATE meta SET value = value + ? WHERE key = 'bad_input_bytes'", (size,))
-        held = conn.execute("SELECT value FROM meta WHERE key = 'bad_input_bytes'").fetchone()[0]
-        if held > self._bad_input_max:
-            self._evict_bad_input(conn, held - self._bad_input_max, "bad_input_max_bytes")
-        return cur.lastrowid if cur is not None else 0
-
-    def _evict_bad_input(self, conn: sqlite3.Connection, need: int, reason: str) -> int:
-        """Delete the oldest bad input until ``need`` bytes are freed; count it per origin as
-        ``evicted:bad_input:<origin>`` (the reason is in the log line, the count is what ``status`` shows)."""
-        freed, counts = 0, {}
-        while freed < need:
-            victims = conn.execute(
-                "SELECT id, origin, COALESCE(length(body), 0) FROM dead_letters WHERE subscriber IS NULL "
-                "ORDER BY id LIMIT 500").fetchall()
-            if not victims:
-                break
-            take = []
-            for i, origin, n in victims:
-                take.append((i,))
-                counts[origin or "?"] = counts.get(origin or "?", 0) + 1
-                freed += n + ROW_OVERHEAD
-                if freed >= need:
-                    break
-            conn.executemany("DELETE FROM dead_letters WHERE id = ?", take)
-        for origin, n in counts.items():
-            _bump(conn, f"evicted:bad_input:{origin}", n)
-        if freed:
-            conn.execute("UPDATE meta SET value = MAX(0, value - ?) WHERE key = 'used_bytes'", (freed,))
-            conn.execute("UPDATE meta SET value = MAX(0, value - ?) WHERE key = 'bad_input_bytes'", (freed,))
-            log.warning("journal: %d bad input dead letter(s) deleted, oldest first, to make room (%s): %s",
-                        sum(counts.values()), reason, ", ".join(f"{o}={n}" for o, n in sorted(counts.items())))
         return freed
 
     def _maintain(self, conn: sqlite3.Connection) -> None:
@@ -971,25 +626,16 @@ class Journal:
         )
 
         if subscriber is None and event is None:  # bad input: its own bounded share
-            origin_, reason_, created, raw_ = self._fit_bad_input((row[3], row[4], row[6], body or b""))
-            return self.call(lambda conn: self._insert_bad_input(conn, [(origin_, reason_, created, raw_)]))
+            origin_, reason_, created, raw_ = dl.fit_bad_input((row[3], row[4], row[6], body or b""),
+                                                               self._bad_input_max)
+            return self.call(lambda conn: dl.insert_bad_input(conn, [(origin_, reason_, created, raw_)],
+                                                              self._bad_input_max))
 
         if lazy and subscriber is not None:
             self._pending(lambda: self._pending_dead_letters.append(row))
             return None
 
-        def fn(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "INSERT INTO dead_letters(event_id, event_type, subscriber, origin, reason, attempts, created_at, body) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-            conn.execute(
-                "UPDATE meta SET value = value + ? WHERE key = 'used_bytes'", (len(body or b"") + ROW_OVERHEAD,)
-            )
-            return cur.lastrowid
-
-        return self.call(fn)
+        return self.call(lambda conn: dl.insert(conn, row))
 
     def dead_letters(
         self, limit: int | None = None, subscriber: str | None = None, event_type: str | None = None,
@@ -1003,70 +649,27 @@ class Journal:
         if self._pending_dead_letters:
             self.flush()
 
-
-
     def last_dead_letter_id(self) -> int:
         """The highest dead-letter id ever handed out (ids are never reused, not even after a salvage)."""
-        row = self.reader().execute("SELECT seq FROM sqlite_sequence WHERE name = 'dead_letters'").fetchone()
-        return int(row[0]) if row else 0
+        return dl.last_id(self.reader())
 
     def request_retry(self, ids: Sequence[int] | None = None) -> tuple[list[int], list[str]]:
         """Mark dead letters for redelivery to their subscriber. Returns (marked ids, reasons others were not)."""
-
-        def fn(conn: sqlite3.Connection):
-            sql = "SELECT id, subscriber, body FROM dead_letters"
-            rows = conn.execute(sql + (f" WHERE id IN ({','.join('?' * len(ids))})" if ids else ""), ids or ()).fetchall()
-            found = {r[0] for r in rows}
-            marked, skipped = [], [f"#{i}: no such dead letter" for i in (ids or ()) if i not in found]
-            for i, sub, body in rows:
-                if sub is None:
-                    skipped.append(f"#{i}: bad input from a source is kept for inspection; it has no subscriber to retry")
-                    continue
-                conn.execute("UPDATE dead_letters SET retry_requested = 1 WHERE id = ?", (i,))
-                marked.append(i)
-            return marked, skipped
-
-        return self.call(fn)
+        return self.call(lambda conn: dl.request_retry(conn, ids))
 
     def retries_for(self, subscriber: str, limit: int = 50) -> list[DeadLetter]:
-        rows = self.reader().execute(
-            "SELECT * FROM dead_letters WHERE subscriber = ? AND retry_requested = 1 ORDER BY id LIMIT ?",
-            (subscriber, limit),
-        ).fetchall()
-        return [DeadLetter(*r[:8], bool(r[8]), r[9]) for r in rows]
+        return dl.retries_for(self.reader(), subscriber, limit)
 
     def drop_dead_letters(self, ids: Sequence[int] | None = None) -> int:
         """Delete dead letters (all of them when ``ids`` is None). Returns how many."""
-
-        def fn(conn: sqlite3.Connection) -> int:
-            where = f" WHERE id IN ({','.join('?' * len(ids))})" if ids else ""
-            size = conn.execute(
-                f"SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM dead_letters{where}", ids or ()
-            ).fetchone()
-            bad = conn.execute(
-                f"SELECT COALESCE(SUM(COALESCE(length(body), 0)), 0) + COUNT(*) * ? FROM dead_letters{where}"
-                + (" AND" if where else " WHERE") + " subscriber IS NULL", (ROW_OVERHEAD, *(ids or ()))
-            ).fetchone()[0]
-            conn.execute(f"DELETE FROM dead_letters{where}", ids or ())
-            conn.execute(
-                "UPDATE meta SET value = MAX(0, value - ?) WHERE key = 'used_bytes'", (size[1] + size[0] * ROW_OVERHEAD,)
-            )
-            conn.execute("UPDATE meta SET value = MAX(0, value - ?) WHERE key = 'bad_input_bytes'", (bad,))
-            return size[0]
-
-        return self.call(fn)
+        return self.call(lambda conn: dl.drop(conn, ids))
 
     def redelivered(self, dead_letter_id: int, ok: bool, reason: str | None = None, attempts: int = 0) -> None:
         """The outcome of a requested retry: delete the dead letter, or keep it with the new reason."""
         if ok:
             self.drop_dead_letters([dead_letter_id])
         else:
-            self.call(
-                lambda conn: conn.execute(
-                    "UPDATE dead_letters SET retry_requested = 0, reason = ?, attempts = attempts + ? WHERE id = ?",
-                    ((reason or "")[:4000], attempts, dead_letter_id),
-                )
-            )
+            self.call(lambda conn: dl.keep_after_retry(conn, dead_letter_id, reason, attempts))
 
     # ------------------------------------------------------------------------------------------------ state
     def get_state(self, key: str, default: Any = None) -> Any:
@@ -1133,140 +736,3 @@ def _close_quietly(conn: sqlite3.Connection) -> None:
 
 def _json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
-
-
-def _bump(conn: sqlite3.Connection, key: str, n: int) -> None:
-    conn.execute(
-        "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-        (key, n),
-    )
-
-
-def _identity(path: Path) -> dict[str, int]:
-    """What tells one state of a file from another (a salvaged copy records its source's)."""
-    st = path.stat()
-    return {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def read_dead_letters(conn: sqlite3.Connection, limit: int | None = None, subscriber: str | None = None,
-                      event_type: str | None = None, ids: Sequence[int] | None = None) -> list[DeadLetter]:
-    """Dead letters through any connection: ``Journal.dead_letters`` and the CLI's read-only ``dlq list``."""
-    sql, args = "SELECT * FROM dead_letters WHERE 1=1", []
-    if subscriber is not None:
-        sql += " AND subscriber = ?"
-        args.append(subscriber)
-    if event_type is not None:
-        sql += " AND event_type = ?"
-        args.append(event_type)
-    if ids:
-        sql += f" AND id IN ({','.join('?' * len(ids))})"
-        args.extend(ids)
-    sql += " ORDER BY id"
-    if limit is not None:
-        sql += " LIMIT ?"
-        args.append(limit)
-    return [DeadLetter(*r[:8], bool(r[8]), r[9]) for r in conn.execute(sql, args)]
-
-
-def open_readonly(path: str | os.PathLike[str], timeout: float = 10) -> sqlite3.Connection:
-    """A connection that cannot change what is durable, for the commands that only read (``status``, ``events``,
-    ``dlq list``, ``counters show``): it creates no file, writes no schema, salvages nothing and, closing, runs no
-    checkpoint. A full ``Journal`` does all of these; a "show" must not move the file under the agent or a cut."""
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
-
-
-def make_dirs(path: str | os.PathLike[str]) -> None:
-    """``mkdir -p`` whose directories survive a power cut: a directory exists durably only once the directory
-    holding it was fsynced, so the parent of every directory made here is, and ``path``'s own parent always (it
-    may have been made by an earlier run that died before). SQLite fsyncs the journal's directory when it creates
-    its ``-wal``, never that directory's parent: without this a cut after the first publish into a new data
-    directory lost the directory and every event in it (found on ``tests/faults/powercut_fs.py``)."""
-    path = Path(path)
-    missing, p = [], path
-    while not p.exists() and p != p.parent:
-        missing.append(p)
-        p = p.parent
-    path.mkdir(parents=True, exist_ok=True)
-    for parent in dict.fromkeys([d.parent for d in reversed(missing)] + [path.parent, path]):
-        _fsync_dir(parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-#: what the bad input in ``dead_letters`` takes, as ``meta.bad_input_bytes`` counts it (one parameter: ROW_OVERHEAD)
-_BAD_INPUT_SIZE = ("SELECT COALESCE(SUM(COALESCE(length(body), 0)), 0) + COUNT(*) * ? FROM dead_letters "
-                   "WHERE subscriber IS NULL")
-
-
-def read_stats(conn: sqlite3.Connection, path: Path, max_bytes: int, max_age: float = 0.0,
-               bad_input_max_bytes: int = 0) -> JournalStats:
-    """Everything ``status`` and ``/metrics`` report, from one read connection (works while the agent runs)."""
-    now = time.time()
-    n, first, last = conn.execute("SELECT COUNT(*), MIN(seq), MAX(seq) FROM events").fetchone()
-    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    file_bytes = sum(
-        os.path.getsize(str(path) + s) for s in ("", "-wal") if os.path.exists(str(path) + s)
-    )
-    dead = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
-    subs = []
-    for name, cursor, state, last_error, updated_at in conn.execute(
-        "SELECT name, cursor, state, last_error, updated_at FROM subscribers ORDER BY name"
-    ).fetchall():
-        backlog = conn.execute("SELECT COUNT(*) FROM events WHERE seq > ?", (cursor,)).fetchone()[0]
-        oldest = conn.execute(
-            "SELECT recorded_at FROM events WHERE seq > ? ORDER BY seq LIMIT 1", (cursor,)
-        ).fetchone()
-        dl = conn.execute("SELECT COUNT(*) FROM dead_letters WHERE subscriber = ?", (name,)).fetchone()[0]
-        subs.append(
-            {
-                "name": name,
-                "cursor": cursor,
-                "backlog": backlog,
-                "oldest_unacked_age_s": round(now - oldest[0], 3) if oldest else 0.0,
-                "state": state,
-                "last_error": last_error,
-                "dead_letters": dl,
-                "updated_at": datetime.fromtimestamp(updated_at, timezone.utc).isoformat(),
-            }
-        )
-    stale = 0
-    if max_age > 0:
-        stale = conn.execute(
-            "SELECT COUNT(*) FROM events WHERE evictable = 0 AND recorded_at < ?", (now - max_age,)
-        ).fetchone()[0]
-    corrupt = [r[0] for r in conn.execute("SELECT value FROM state WHERE key = 'journal.corrupt_file'")]
-    salvaged = conn.execute("SELECT value FROM state WHERE key = 'journal.salvage'").fetchone()
-    sources = {k.split(":", 1)[1]: msgspec.json.decode(v)
-               for k, v in conn.execute("SELECT key, value FROM state WHERE key LIKE 'source:%'")}
-    counters = {k.split(":", 1)[1]: msgspec.json.decode(v)
-                for k, v in conn.execute("SELECT key, value FROM state WHERE key LIKE 'counters:%'")}
-    return JournalStats(
-        path=str(path),
-        events=n,
-        first_seq=first,
-        last_seq=last,
-        used_bytes=int(meta.get("used_bytes", 0)),
-        max_bytes=max_bytes,
-        file_bytes=file_bytes,
-        dead_letters=dead,
-        subscribers=subs,
-        bad_input_bytes=int(meta.get("bad_input_bytes", 0)),
-        bad_input_max_bytes=bad_input_max_bytes,
-        refused_last_at=float(meta["refused_last_at"]) if "refused_last_at" in meta else None,
-        evicted={k.split(":", 1)[1]: v for k, v in meta.items() if k.startswith("evicted:")},
-        refused={k.split(":", 1)[1]: v for k, v in meta.items() if k.startswith("refused:")},
-        corrupt_files=[msgspec.json.decode(c) for c in corrupt],
-        salvage=msgspec.json.decode(salvaged[0]) if salvaged else None,
-        stale_results=stale,
-        sources=sources,
-        counters=counters,
-    )

@@ -3,7 +3,8 @@
 Unlike the pyWATS originals (see ``reference/wats-api.md`` §8.4) every class here is used by the running bus:
 the subscriber loop asks its ``ErrorPolicy`` after each failure, which consults the ``RetryPolicy`` (and sleeps
 its backoff for that subscriber alone), feeds the ``CircuitBreaker`` (which pauses that subscriber alone), and
-writes exhausted or permanent failures to the journal's dead-letter table through ``DeadLetterQueue``.
+writes exhausted or permanent failures to the journal's dead-letter table through ``DeadLetterQueue``
+(``dead_letters.py``, with the rows and their SQL).
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ import enum
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from .backoff import backoff_delay
-from .model import Event, EventValidationError, decode
-
-if TYPE_CHECKING:
-    from .journal import Journal
+from .dead_letters import DeadLetterEntry, DeadLetterQueue
+from .model import Event, EventValidationError
 
 
 class PermanentError(Exception):
@@ -221,91 +219,6 @@ class CircuitBreaker:
                 self._state = CircuitState.OPEN
                 self._opened_at = self._clock()
                 self._half_open_calls = 0
-
-
-# ------------------------------------------------------------------------------------------------ dead letters
-@dataclass
-class DeadLetterEntry:
-    """A dead letter as the Python API shows it; the row lives in the journal's ``dead_letters`` table."""
-
-    id: int | None  # None for a dead letter committed lazily, with its subscriber's cursor (ids come at the commit)
-    event: Event | None
-    error: str
-    timestamp: datetime
-    handler_name: str | None = None
-    retry_count: int = 0
-    origin: str | None = None
-    raw: bytes | None = field(default=None, repr=False)
-
-    def to_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "event": self.event.to_dict() if self.event else None,
-            "error": self.error,
-            "timestamp": self.timestamp.isoformat(),
-            "handler_name": self.handler_name,
-            "retry_count": self.retry_count,
-            "origin": self.origin,
-        }
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-class DeadLetterQueue:
-    """The seed's DLQ API over the journal's dead-letter table: durable, locked by SQLite, never silently
-    truncated (the pyWATS one was an in-memory ``deque(maxlen)``)."""
-
-    def __init__(self, journal: "Journal") -> None:
-        self._journal = journal
-
-    @staticmethod
-    def _entry(row) -> DeadLetterEntry:
-        event = None
-        if row.subscriber is not None and row.body is not None:
-            try:
-                event = decode(row.body)
-            except EventValidationError:
-                event = None
-        return DeadLetterEntry(
-            id=row.id,
-            event=event,
-            error=row.reason,
-            timestamp=datetime.fromtimestamp(row.created_at, timezone.utc),
-            handler_name=row.subscriber,
-            retry_count=row.attempts,
-            origin=row.origin,
-            raw=None if event is not None else row.body,
-        )
-
-    def add(self, event: Event, error: BaseException | str, handler_name: str | None = None,
-            attempts: int | None = None, lazy: bool = False) -> DeadLetterEntry:
-        """``lazy``: committed with the subscriber's next cursor flush (see ``Journal.dead_letter``)."""
-        reason = error if isinstance(error, str) else _describe(error)
-        n = event.metadata.retry_count + 1 if attempts is None else attempts
-        dl_id = self._journal.dead_letter(reason=reason, event=event, subscriber=handler_name, attempts=n, lazy=lazy)
-        return DeadLetterEntry(dl_id, event, reason, datetime.now(timezone.utc), handler_name, n, event.source)
-
-    def add_bad_input(self, origin: str, raw: bytes, reason: str) -> int:
-        """Bad input from a source (garbled line, malformed JSON): kept with its raw bytes, never an event."""
-        return self._journal.dead_letter(reason=reason, origin=origin, raw=raw)
-
-    @property
-    def size(self) -> int:
-        self._journal.flush_dead_letters()
-        return self._journal.reader().execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
-
-    @property
-    def is_empty(self) -> bool:
-        return self.size == 0
-
-    def get_entries(self, limit: int | None = None, event_type: str | None = None) -> list[DeadLetterEntry]:
-        return [self._entry(r) for r in self._journal.dead_letters(limit=limit, event_type=event_type)]
-
-    def clear(self) -> int:
-        return self._journal.drop_dead_letters(None)
 
 
 # ------------------------------------------------------------------------------------------------ error policy

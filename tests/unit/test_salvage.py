@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.events.journal import Journal
+from agent.events.opening import JournalFile
 from agent.events.model import decode
 from tests.unit.test_journal import all_ids, result
 
@@ -148,7 +149,7 @@ def test_a_power_cut_during_the_salvage_is_finished_at_the_next_start(tmp_path, 
     ids, n = _filled(path, 120)
     _garble(path, _pages(path, "events_id")[0])
     # the copy was complete and renamed, then the power went before the corrupt file was moved aside
-    monkeypatch.setattr(Journal, "_finish_salvage_swap", lambda self, aside=None: None)
+    monkeypatch.setattr(JournalFile, "_finish_salvage_swap", lambda self, aside=None: None)
     with pytest.raises(Exception):
         Journal(path)  # without the swap it would loop; here: recursion proves the retry path is taken
     monkeypatch.undo()
