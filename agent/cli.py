@@ -41,12 +41,9 @@ def _config(args: argparse.Namespace) -> Config:
 def _journal(cfg: Config):
     """The journal for a command, or the one-line StartupError naming the key (as ``run`` says it)."""
     from . import preflight
-    from .events.journal import Journal
 
     preflight.make_directories(cfg)
-    return preflight.open_journal(cfg, lambda: Journal(
-        cfg.journal_path, max_bytes=cfg.journal.max_bytes, max_age=cfg.journal.max_age, sync=cfg.journal.sync,
-        evictable_types=cfg.journal.evictable_types))
+    return preflight.open_journal(cfg)
 
 
 def _setup_logging(level: str) -> None:
@@ -425,7 +422,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 def _dlq_list(args: argparse.Namespace, cfg: Config, ids: list[int] | None) -> int:
     """``dlq list`` reads through a read-only connection: a read command changes nothing durable."""
-    from .events.journal import open_readonly, read_dead_letters
+    from .events.dead_letters import read_dead_letters
+    from .events.journal_stats import open_readonly
 
     conn = open_readonly(cfg.journal_path)
     try:
@@ -472,7 +470,7 @@ def cmd_counters(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.action == "show":  # read-only: a Journal's close ran a checkpoint, a "show" that moved the file
         from . import preflight
-        from .events.journal import open_readonly
+        from .events.journal_stats import COUNTERS_PREFIX, open_readonly, read_state
 
         doc: dict[str, Any] = {}
         if not cfg.journal_path.exists():  # nothing to show; a directory it could never be in is still said
@@ -481,10 +479,9 @@ def cmd_counters(args: argparse.Namespace) -> int:
         else:
             conn = open_readonly(cfg.journal_path)
             try:
-                rows = conn.execute("SELECT key, value FROM state WHERE key LIKE 'counters:%' ORDER BY key").fetchall()
+                doc = read_state(conn, COUNTERS_PREFIX)
             finally:
                 conn.close()
-            doc = {k.split(":", 1)[1]: json.loads(v) for k, v in rows}
         _out(args, doc, "\n".join(f"{a:<20} running {c['running_count']:<8} total {c['total_count']}"
                                    for a, c in doc.items()) or "(no counters)")
         return EXIT_OK

@@ -20,12 +20,13 @@ import socket
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from . import plugins, secrets
 from .config import Config, ConfigError, parse_listen, show_value
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from .events.journal import Journal
 
 # sysexits.h
 EX_OK = 0
@@ -100,7 +101,7 @@ def _directory_problems(cfg: Config) -> list[StartupError]:
 
 def make_directories(cfg: Config) -> None:
     """Create ``data_dir`` and the journal's directory (``run``), or raise the one-line ``StartupError``."""
-    from .events.journal import make_dirs
+    from .events.opening import make_dirs
 
     targets = [("agent.data_dir", cfg.agent.data_dir, cfg.data_dir)]
     if cfg.journal.path:
@@ -114,18 +115,23 @@ def make_directories(cfg: Config) -> None:
                                           f"{e.strerror or e}", EX_CANTCREAT, key) from None
 
 
-def open_journal(cfg: Config, opener: Callable[[], T]) -> T:
-    """``opener()`` (the journal's constructor, for ``run`` and for the CLI's commands alike), its failures as the
-    one-line ``StartupError`` naming the key: a journal that cannot be created is the operator's to fix
-    (EX_CANTCREAT), one that cannot be opened, read or salvaged is the disk's (EX_IOERR; the message says what was
-    tried)."""
-    from .events.journal import JournalError
+def open_journal(cfg: Config, progress: Callable[[str], None] | None = None) -> "Journal":
+    """The journal as ``[journal]`` configures it: the one place that builds a ``Journal`` from a config, for ``run``
+    and for the CLI's commands alike (they once built it each their own way, the CLI without ``bad_input_max_bytes``).
+    ``progress`` is told how a salvage at open is going (``run`` extends systemd's start timeout with it). Its
+    failures are the one-line ``StartupError`` naming the key: a journal that cannot be created is the operator's to
+    fix (EX_CANTCREAT), one that cannot be opened, read or salvaged is the disk's (EX_IOERR; the message says what
+    was tried)."""
+    from .events.journal import Journal, JournalError
 
     key, value = _journal_key(cfg)
     where = _where(cfg, key, value)
     existed = cfg.journal_path.exists()
+    j = cfg.journal
     try:
-        return opener()
+        return Journal(cfg.journal_path, max_bytes=j.max_bytes, max_age=j.max_age, sync=j.sync,
+                       evictable_types=j.evictable_types, bad_input_max_bytes=j.bad_input_max_bytes,
+                       progress=progress)
     except JournalError as e:
         raise StartupError(f"{where}: {e}", EX_IOERR, key) from None
     except (OSError, sqlite3.Error) as e:

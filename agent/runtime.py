@@ -116,13 +116,9 @@ class Agent:
     def _open_journal(self, notify: "SystemdNotifier") -> Journal:
         """The journal, or the one-line ``StartupError`` naming its key (``preflight.open_journal``)."""
         cfg = self.config
-        return preflight.open_journal(cfg, lambda: Journal(
-            cfg.journal_path, max_bytes=cfg.journal.max_bytes, max_age=cfg.journal.max_age,
-            sync=cfg.journal.sync, evictable_types=cfg.journal.evictable_types,
-            bad_input_max_bytes=cfg.journal.bad_input_max_bytes,
-            # a corrupt journal is salvaged before READY: keep systemd's start timeout from killing that
-            progress=lambda what: notify.send(f"EXTEND_TIMEOUT_USEC=60000000\nSTATUS={what}"),
-        ))
+        # a corrupt journal is salvaged before READY: keep systemd's start timeout from killing that
+        return preflight.open_journal(
+            cfg, progress=lambda what: notify.send(f"EXTEND_TIMEOUT_USEC=60000000\nSTATUS={what}"))
 
     def _take_lock(self) -> None:
         """One agent per journal: a second one would deliver everything twice."""
@@ -169,7 +165,7 @@ class Agent:
 
     def health(self) -> tuple[int, dict[str, Any]]:
         problems, warnings = [], []
-        if not self.journal._writer.is_alive():
+        if not self.journal.writer_alive:
             problems.append("journal writer has stopped")
         stats = self.journal.stats()
         if stats.corrupt_files:
@@ -249,7 +245,7 @@ class Agent:
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self._reload()
-            if interval and self.journal._writer.is_alive():
+            if interval and self.journal.writer_alive:
                 notify.send("WATCHDOG=1")
         notify.send("STOPPING=1")
         log.info("stopping")
