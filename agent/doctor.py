@@ -129,22 +129,21 @@ class Doctor:
         import httpx
 
         from .events.policies import PermanentError, TransientError
-        from .sinks.wats import AuthRejected, WatsSink, test_codes
+        from .sinks.wats import AuthRejected, WatsClient, test_codes
 
         try:
-            sink = WatsSink(w, station=self.cfg.agent.station, location=self.cfg.agent.location,
-                            purpose=self.cfg.agent.purpose, data_dir=self.cfg.data_dir, journal=None)
+            # one request each: the rate budget is the uplink's
+            client = WatsClient(w, rate_limited=False)
         except ConfigError as e:
             yield Check("wats.token", "fail", str(e), "write the token on one line, mode 0600")
             return
-        if sink._token:
-            self.secrets.add(sink._token)
-        sink.budget.wait = lambda stop=None: None  # one request each: the rate budget is for the uplink
+        if client.token:
+            self.secrets.add(client.token)
         try:
             try:  # reachable: any HTTP answer will do (with the token if there is one; WATS may want it here)
-                resp = sink.client.get("/api/App/Version", timeout=self.timeout)
+                resp = client.probe("/api/App/Version", timeout=self.timeout)
             except httpx.HTTPError as e:
-                yield Check("wats.reachable", "fail", f"{w.url}: {type(e).__name__}: {sink._redact(_one_line(e))}",
+                yield Check("wats.reachable", "fail", f"{w.url}: {type(e).__name__}: {client.redact(_one_line(e))}",
                             "check sinks.wats.url, DNS, the network and any proxy between the Pi and WATS; the "
                             "uplink holds every event until WATS answers")
                 return
@@ -155,14 +154,14 @@ class Doctor:
                             "directory)")
                 return
             yield Check("wats.reachable", "ok", f"{w.url} answered GET /api/App/Version ({resp.status_code})")
-            where = sink.token_path() or f"${w.token_env}"
+            where = client.token_path() or f"${w.token_env}"
             fix = (f"put a valid token (WATS Control Panel -> Tokens, as issued: it is already base64) in {where}, "
                    "on one line, mode 0600; the agent re-reads it and resumes by itself")
-            if sink._token is None:
+            if client.token is None:
                 yield Check("wats.token", "fail", f"no WATS token ({where} is missing or empty)", fix)
                 return
             try:
-                resp = sink._request("GET", "/api/App/Processes", timeout=self.timeout)
+                resp = client.request("GET", "/api/App/Processes", timeout=self.timeout)
             except AuthRejected as e:
                 yield Check("wats.token", "fail", str(e), fix)
                 return
@@ -178,7 +177,7 @@ class Doctor:
                 return
             yield from self._process_codes(known)
         finally:
-            sink.close()
+            client.close()
 
     def _process_codes(self, known: set[int]) -> Iterator[Check]:
         w = self.cfg.sinks.wats

@@ -138,7 +138,7 @@ class EventMetadata(msgspec.Struct, kw_only=True, omit_defaults=True):
     boot_id: str = msgspec.field(default_factory=lambda: BOOT_ID)
     monotonic_ns: int = msgspec.field(default_factory=time.monotonic_ns)
     #: The wall clock was not NTP-synchronized when the agent stamped ``timestamp`` (a Pi without RTC after boot):
-    #: sinks that need true times correct it from ``monotonic_ns`` (see ``sinks/wats.py``).
+    #: sinks that need true times correct it from ``monotonic_ns`` (see ``protocols/clock.py``).
     clock_unsynced: bool = False
     custom: dict[str, Any] = {}
 

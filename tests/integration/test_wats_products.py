@@ -157,7 +157,7 @@ def test_a_false_call_does_not_fail_the_board(wats, tmp_path):
 def test_one_report_the_agent_cannot_build_never_holds_the_others(wats, tmp_path, monkeypatch):
     """A defect of ours on one event (here: a report builder that raises something unexpected) dead-letters that
     event; before, anything but a PermanentError was retried for ever and nothing behind it reached WATS."""
-    from agent.sinks import wats as wats_module
+    from agent.sinks.wats import reports as wats_module
 
     real = wats_module.to_wsjf
 

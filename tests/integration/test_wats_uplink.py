@@ -318,7 +318,7 @@ def test_an_increment_applied_after_the_agent_gave_up_waiting_is_not_counted_twi
 
 
 def test_a_crash_between_increment_and_acknowledgement_does_not_double_count(wats, tmp_path):
-    from agent.sinks.wats_ledger import ledger_key
+    from agent.sinks.wats.ledger import ledger_key
 
     wats.register_asset("FX-1", total=8, running=8)  # the increment of 3 landed before the crash
     j = Journal(tmp_path / "journal.db")

@@ -7,7 +7,7 @@ import msgspec
 
 from agent.events import Event
 from agent.events.ids import BOOT_ID
-from agent.sinks.wats import correct_timestamps
+from agent.protocols.clock import correct_timestamps
 
 DAY = 86400.0
 
@@ -84,7 +84,7 @@ def test_an_attempt_in_doubt_is_timed_by_the_monotonic_clock_not_the_wall_clock(
     import time
 
     from agent.events.ids import BOOT_ID
-    from agent.sinks.wats import _now_stamp, _seconds_since
+    from agent.sinks.wats.attempts import now_stamp as _now_stamp, seconds_since as _seconds_since
 
     stamp = _now_stamp()
     assert 0 <= _seconds_since(stamp) < 5

@@ -82,6 +82,6 @@ def test_a_cross_section_rule_is_the_plugins_and_names_the_full_key():
 
 
 def test_the_wats_routes_are_what_it_sends():
-    from agent.sinks.wats import ROUTES, SENT_TYPES
+    from agent.sinks.wats import ROUTES, SENT_TYPES, WatsSink
 
-    assert sorted(ROUTES) == sorted(SENT_TYPES)
+    assert sorted(ROUTES) == sorted(SENT_TYPES) == sorted(WatsSink.DISPATCH)

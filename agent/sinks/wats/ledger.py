@@ -22,13 +22,12 @@ assumes this agent is the only one counting the asset in WATS (reference §4.5: 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..events.policies import PermanentError
-
-if TYPE_CHECKING:
-    from .wats import WatsSink
-
+from ...events.policies import PermanentError
+from .assets import asset_record
+from .attempts import InFlight, StateStore
+from .client import WatsClient
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +37,23 @@ def ledger_key(asset: str) -> str:
 
 
 class IncrementLedger:
-    def __init__(self, sink: "WatsSink") -> None:
-        self.sink = sink
+    """The ledgers of every asset, kept in ``state``; requests through ``client``, each increment an attempt of
+    ``inflight``'s."""
+
+    def __init__(self, client: WatsClient, state: StateStore, inflight: InFlight) -> None:
+        self.client = client
+        self.state = state
+        self.inflight = inflight
         self.verified = 0  # in-doubt increments resolved by reading the asset back
 
     def _get(self, asset: str) -> dict[str, Any] | None:
-        return self.sink.state_get(ledger_key(asset))
+        return self.state.get(ledger_key(asset))
 
     def _put(self, asset: str, ledger: dict[str, Any]) -> None:
-        self.sink.state_put(ledger_key(asset), ledger)
+        self.state.put(ledger_key(asset), ledger)
 
     def _server_counts(self, asset: str) -> tuple[int, int]:
-        doc = self.sink.asset_record(asset)
+        doc = asset_record(self.client, asset)
         try:
             return int(doc.get("totalCount") or 0), int(doc.get("runningCount") or 0)
         except (TypeError, ValueError):
@@ -80,15 +84,15 @@ class IncrementLedger:
             kind, n = step
             if kind == "reset":
                 # Setting the running count to 0 twice (a crash before the ledger is saved) only adds a log line.
-                self.sink._request("POST", "/api/Asset/ResetRunningCount",
-                                   params={"serialNumber": asset, "comment": "running count reset on the fixture"})
+                self.client.request("POST", "/api/Asset/ResetRunningCount",
+                                    params={"serialNumber": asset, "comment": "running count reset on the fixture"})
                 ledger = {**ledger, "sent_running": 0}
                 self._put(asset, ledger)
                 continue
             pending, before = {"by": n, "expect_total": ledger["server_total"] + n}, ledger
-            self.sink.attempt(lambda record: self._put(asset, {**before, "pending": record}), pending,
-                              lambda: self.sink._request("PUT", "/api/Asset/Count",
-                                                         params={"serialNumber": asset, "incrementBy": n}))
+            self.inflight.attempt(lambda record: self._put(asset, {**before, "pending": record}), pending,
+                                  lambda: self.client.request("PUT", "/api/Asset/Count",
+                                                              params={"serialNumber": asset, "incrementBy": n}))
             ledger = self._acknowledged({**before, "pending": pending})
             self._put(asset, ledger)
 
@@ -114,10 +118,10 @@ class IncrementLedger:
                 "server_total": ledger["pending"]["expect_total"], "pending": None}
 
     def _settle(self, asset: str, ledger: dict[str, Any]) -> dict[str, Any]:
-        """An increment may be in flight: forget it if it certainly never arrived; otherwise (once the sink's
+        """An increment may be in flight: forget it if it certainly never arrived; otherwise (once the
         grace has passed) read WATS' total to learn whether it landed, instead of guessing."""
         pending = ledger["pending"]
-        if self.sink.check_due(pending, f"asset {asset}: increment of {pending['by']}"):
+        if self.inflight.check_due(pending, f"asset {asset}: increment of {pending['by']}"):
             server_total, _ = self._server_counts(asset)
             self.verified += 1
             if server_total >= pending["expect_total"]:
