@@ -347,7 +347,8 @@ def _put(agent: "Agent", doc: dict[str, Any]) -> None:
 
 def status_doc(conn: Any, config: Config, agent_pid: int | None) -> dict[str, Any] | None:
     """What ``status --json`` says under ``config``: the running agent's record, and whether the file it loaded
-    (which need not be the one ``status -c`` was given) is still as it was. None when no agent has recorded one, or the record is an earlier agent's."""
+    (which need not be the one ``status -c`` was given) is still as it was. None when no agent has recorded one, or
+    the record is an earlier agent's."""
     import json
 
     try:

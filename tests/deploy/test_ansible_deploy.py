@@ -226,7 +226,7 @@ def test_the_unit_verifies_is_hardened_and_enabled(deployment):
     assert {k: unit.get(k) for k in expected} == expected
     assert unit.get("LimitNOFILE") == "4096"  # set on purpose, see the unit's comment
     assert unit.get("RestartPreventExitStatus") == "78"  # a config mistake is not restarted for ever
-    assert unit.get("ExecReload") == "/bin/kill -HUP $MAINPID"  # systemctl reload: SIGHUP, the config read again
+    assert unit.get("ExecReload") == "/bin/sh -c 'kill -HUP $MAINPID'"  # systemctl reload: SIGHUP
     assert "WatchdogSec" in unit and "MemoryMax" in unit and "PrivateDevices" not in unit
     for name in ("fixture-agent", "mosquitto"):
         assert deployment.sh("systemctl", "is-enabled", name).stdout.strip() == "enabled"

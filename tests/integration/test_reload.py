@@ -182,7 +182,6 @@ def test_wats_section_changed_three_times_under_load_loses_nothing_and_restarts_
         # 1: the rate limit. The new sink holds to it: at most 30 requests in a minute, reports among them
         write(rpm=30)
         t_hup = time.monotonic()
-        before = wats.reports_between(t_hup - 4.0, t_hup)
         last = reload_and_wait(agent, cfg, 1)
         assert (last["result"], last["restarted"]) == ("applied", ["sinks.wats"]), last
         t0 = time.monotonic()
