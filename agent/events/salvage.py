@@ -12,7 +12,7 @@ body must decode as an event (a page of garbage can still parse as rows); what d
 
 The salvaged copy is written to ``<journal>.salvage`` and renamed ``<journal>.salvaged`` once complete; only then
 is the corrupt file moved aside and the copy put in its place. A power cut at any point either repeats the salvage
-or finishes the swap at the next start (``Journal._open_checked``), so undelivered events are never left behind in
+or finishes the swap at the next start (``opening.JournalFile._open_checked``), so undelivered events are never left behind in
 a file nobody reads.
 """
 
