@@ -154,6 +154,7 @@ def shaped(draw: st.DrawFn, bases: tuple[tuple[bytes, list[tuple[Any, ...]]], ..
 
 
 def _arbitrary_body(name: str) -> st.SearchStrategy[dict[str, Any]]:
+    """``name``'s envelope around an arbitrary JSON object, with any TimeStamp and Source now and then."""
     return st.builds(lambda body, ts, src: cfx.envelope_doc(name, body, source=src, when=WHEN) | (
         {"TimeStamp": ts} if ts is not None else {}), json_objects, st.one_of(st.none(), _LEAF),
                      st.one_of(st.just(SENDER), st.none(), _LEAF))
