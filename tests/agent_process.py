@@ -23,7 +23,9 @@ def start_agent(cfg: Path, env: dict[str, str] | None = None) -> subprocess.Pope
 
 
 def agent_log(agent: subprocess.Popen) -> str:
-    log = agent.log_file  # type: ignore[attr-defined]
+    log = getattr(agent, "log_file", None)
+    if log is None:  # started by the test itself, with its own stderr
+        return ""
     log.flush()
     log.seek(0)
     return log.read()
@@ -38,7 +40,8 @@ def stop_agent(agent: subprocess.Popen, timeout: float = 30) -> str:
         agent.kill()
         agent.wait()
     err = agent_log(agent)
-    agent.log_file.close()  # type: ignore[attr-defined]
+    if getattr(agent, "log_file", None) is not None:
+        agent.log_file.close()  # type: ignore[attr-defined]
     assert agent.returncode == 0, err
     return err
 
